@@ -1,0 +1,52 @@
+# Everything a fresh Debian machine with Python 3.11 needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run up down status test lint typecheck bench rebuild clean system-deps
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+## redis-server comes from PATH, or from Debian's package when it is missing.
+system-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "redis-server not found: installing Debian's redis-server package"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+venv: $(STAMP) system-deps
+
+run: venv           ## start NATS, Redis and every service in the foreground; Ctrl-C stops all
+	$(PY) -m eventflow.run
+
+up: venv            ## same, in the background; returns when everything is ready
+	$(PY) -m eventflow.run --detach
+
+down:               ## stop what `make up` started
+	@test -x $(PY) && $(PY) -m eventflow.run --down || true
+
+status:             ## list each process, its port and whether it is ready
+	@$(PY) -m eventflow.run --status
+
+test: venv          ## every test, on real NATS and Redis servers the fixtures start
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: venv
+	$(PY) -m mypy
+
+bench: venv         ## benchmarks; prints tables (see bench/)
+	$(PY) -m bench.reservations
+
+rebuild: venv       ## drop the Redis read models and rebuild them from the JetStream log
+	$(PY) -m eventflow.rebuild
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

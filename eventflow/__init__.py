@@ -1,0 +1,1 @@
+"""What every EventFlow service shares: config, event store, projections, errors, logging, crypto."""

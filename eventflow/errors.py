@@ -1,0 +1,121 @@
+"""Domain errors and their one HTTP shape: RFC 9457 problem details.
+
+Domain code raises these without knowing about HTTP; `install_problem_handlers` turns every error,
+including FastAPI's own 404/405/422, into `application/problem+json`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from eventflow.logs import request_id_var
+from eventflow.responses import JsonResponse
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger(__name__)
+
+
+class DomainError(Exception):
+    """A rule of the domain said no. Subclasses pick the status and a stable `type` slug."""
+
+    status: int = 400
+    slug: str = "bad-request"
+    title: str = "Bad request"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class NotFound(DomainError):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class Conflict(DomainError):
+    status, slug, title = 409, "conflict", "Conflict"
+
+
+class Unprocessable(DomainError):
+    status, slug, title = 422, "unprocessable", "Unprocessable request"
+
+
+class Unavailable(DomainError):
+    status, slug, title = 503, "unavailable", "Service unavailable"
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str | None = None,
+    *,
+    slug: str | None = None,
+    instance: str | None = None,
+    **extra: Any,
+) -> JsonResponse:
+    body: dict[str, Any] = {
+        "type": f"/problems/{slug}" if slug else "about:blank",
+        "title": title,
+        "status": status,
+    }
+    if detail:
+        body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    request_id = request_id_var.get()
+    if request_id:
+        body["request_id"] = request_id
+    body.update(extra)
+    return JsonResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    errors = []
+    for err in exc.errors():
+        loc = [str(part) for part in err.get("loc", ()) if part not in ("body", "query", "path", "header")]
+        # Never echo the rejected input back: it may be personal data or a card number.
+        errors.append(
+            {"field": ".".join(loc) or "body", "message": err.get("msg", "invalid"), "code": err.get("type", "invalid")}
+        )
+    return errors
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def _domain(request: Request, exc: DomainError) -> JsonResponse:
+        return problem(exc.status, exc.title, exc.detail, slug=exc.slug, instance=request.url.path, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JsonResponse:
+        return problem(
+            422,
+            "Validation failed",
+            "The request does not match the expected shape.",
+            slug="validation",
+            instance=request.url.path,
+            errors=_field_errors(exc),
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JsonResponse:
+        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+        response = problem(exc.status_code, title, str(exc.detail) if exc.detail else None, instance=request.url.path)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JsonResponse:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return problem(
+            500,
+            "Internal error",
+            "Something failed on our side; it was logged.",
+            slug="internal",
+            instance=request.url.path,
+        )

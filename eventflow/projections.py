@@ -1,0 +1,194 @@
+"""Projection runner: JetStream stream -> Redis read model.
+
+The position of each (projection, stream) pair lives in Redis, next to the documents it describes, and
+moves in the same MULTI/EXEC as the writes of the event it records (WATCHed, so two replicas racing
+apply each event once). Events are applied strictly in stream order: an event is applied only when the
+checkpoint is exactly one behind it. Consequences:
+- idempotent: a redelivered event finds the checkpoint past it and is skipped;
+- resumable: a restart subscribes from checkpoint + 1;
+- self-healing and rebuildable: if the read model is wiped (Redis is the AP side, it may lose data),
+  the checkpoint reads 0, the next event is a gap, and the runner replays the log from the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+from typing import Protocol
+
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import WatchError
+
+from eventflow.eventstore import StoredEvent
+from eventflow.jetstream import StreamSpec
+
+log = logging.getLogger(__name__)
+
+
+class Projection(Protocol):
+    """A read model. `apply` reads through `redis` and queues its writes on `tx` (a MULTI pipeline)."""
+
+    name: str
+    key_patterns: tuple[str, ...]
+
+    async def apply(self, event: StoredEvent, redis: Redis, tx: Pipeline) -> None: ...
+
+
+class _Gap(Exception):
+    """The read model is behind the subscription (it was wiped or rebuilt): resubscribe from it."""
+
+
+class ProjectionRunner:
+    def __init__(self, js: JetStreamContext, redis: Redis, stream: StreamSpec, projection: Projection) -> None:
+        self.js = js
+        self.redis = redis
+        self.stream = stream
+        self.projection = projection
+        self.checkpoint_key = f"proj:{projection.name}:{stream.name}"
+        self.position = 0
+        self.stalled: str | None = None
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._tiebreak = itertools.count()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name=f"projection:{self.checkpoint_key}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except _Gap:
+                continue
+            except Exception as err:
+                self.stalled = f"{type(err).__name__}: {err}"
+                log.exception("projection stopped; retrying", extra={"projection": self.checkpoint_key})
+                await asyncio.sleep(1.0)
+
+    async def _consume(self) -> None:
+        checkpoint = await self._checkpoint()
+        self._advance(checkpoint)
+        sub = await self.js.subscribe(
+            f"{self.stream.prefix}.>",
+            stream=self.stream.name,
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=checkpoint + 1),
+        )
+        watchdog = asyncio.create_task(self._watch_for_wipe())
+        try:
+            while True:
+                next_msg = asyncio.ensure_future(sub.next_msg(timeout=None))
+                done, _ = await asyncio.wait({next_msg, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+                if watchdog in done:
+                    next_msg.cancel()
+                    watchdog.result()
+                msg = next_msg.result()
+                seq = msg.metadata.sequence.stream
+                event = StoredEvent.decode(self.stream.name, seq, msg.subject, msg.data)
+                await self._apply_once(event)
+                self.stalled = None
+        finally:
+            watchdog.cancel()
+            await sub.unsubscribe()
+
+    async def _watch_for_wipe(self) -> None:
+        """Notice a wiped read model even when no new event arrives to reveal the gap."""
+        while True:
+            await asyncio.sleep(2.0)
+            if await self._checkpoint() < self.position:
+                self.position = 0
+                raise _Gap()
+
+    # -- applying --------------------------------------------------------------------------------
+    async def _apply_once(self, event: StoredEvent) -> None:
+        while True:
+            async with self.redis.pipeline(transaction=True) as tx:
+                try:
+                    await tx.watch(self.checkpoint_key)
+                    checkpoint = int(await tx.get(self.checkpoint_key) or 0)
+                    if event.seq <= checkpoint:
+                        self._advance(checkpoint)
+                        return
+                    if checkpoint < event.seq - 1 and checkpoint + 1 >= await self._first_seq():
+                        self.position = checkpoint
+                        raise _Gap()
+                    tx.multi()
+                    await self.projection.apply(event, self.redis, tx)
+                    tx.set(self.checkpoint_key, event.seq)
+                    await tx.execute()
+                    self._advance(event.seq)
+                    return
+                except WatchError:
+                    continue  # another replica moved the checkpoint: re-read it
+
+    async def _first_seq(self) -> int:
+        info = await self.js.stream_info(self.stream.name)
+        return int(info.state.first_seq or 1)
+
+    async def _checkpoint(self) -> int:
+        return int(await self.redis.get(self.checkpoint_key) or 0)
+
+    # -- read-your-writes ------------------------------------------------------------------------
+    def _advance(self, position: int) -> None:
+        self.position = max(self.position, position)
+        while self._waiters and self._waiters[0][0] <= self.position:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)
+
+    async def wait_for(self, seq: int, timeout: float) -> bool:
+        """True once this read model includes stream sequence `seq`; False if `timeout` ran out first."""
+        if self.position >= seq:
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (seq, next(self._tiebreak), future))
+        try:
+            await asyncio.wait_for(future, timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    # -- rebuild ---------------------------------------------------------------------------------
+    async def reset(self) -> int:
+        """Delete the read model's keys and checkpoint; returns how many keys were removed."""
+        removed = 0
+        for pattern in (*self.projection.key_patterns, self.checkpoint_key):
+            batch: list[str] = []
+            async for key in self.redis.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    removed += await self.redis.unlink(*batch)
+                    batch.clear()
+            if batch:
+                removed += await self.redis.unlink(*batch)
+        self.position = 0
+        return removed
+
+    async def catch_up(self, timeout: float = 300.0) -> int:
+        """Run until the read model includes everything in the stream now; returns that sequence."""
+        info = await self.js.stream_info(self.stream.name)
+        head = int(info.state.last_seq)
+        owns_task = self._task is None
+        if owns_task:
+            self.start()
+        try:
+            if not await self.wait_for(head, timeout):
+                raise TimeoutError(f"{self.checkpoint_key} did not reach {head} in {timeout}s")
+        finally:
+            if owns_task:
+                await self.stop()
+        return head
