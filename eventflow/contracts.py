@@ -1,0 +1,72 @@
+"""The published language between services: event types other services consume, and their payloads.
+
+Events are stored by `eventflow.eventstore.EventStore` (payload `data` below, type in `type`). A service
+owns the stream it writes; any service may project any stream. Amounts are integer cents; instants are
+ISO 8601 with offset. Personal data never appears here in plain text.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+from eventflow.jetstream import EVENTOS, RESERVAS, USUARIOS
+
+__all__ = ["EVENTOS", "RESERVAS", "USUARIOS"]
+
+# --- stream EVENTOS (owner: events service), subject eventos.<evento_id> -------------------------
+EVENTO_CREADO = "EventoCreado"
+
+
+class Seccion(TypedDict):
+    nombre: str  # seat ids are f"{nombre}-{n}" for n in 1..asientos
+    asientos: int
+
+
+class EventoCreadoData(TypedDict):
+    nombre: str
+    descripcion: str
+    fecha: str
+    lugar: str
+    aforo_total: int  # equals the sum of the sections' seats when there are sections
+    precio_centimos: int
+    categoria: str
+    secciones: list[Seccion] | None
+    venta_desde: str | None  # sales open at this instant; None = on sale from creation
+
+
+# --- stream USUARIOS (owner: users service), subject usuarios.<usuario_id> ----------------------
+USUARIO_REGISTRADO = "UsuarioRegistrado"  # payload holds only ciphertext and pseudonyms
+
+# --- stream RESERVAS (owner: reservations service), subject reservas.<reserva_id> ---------------
+RESERVA_CONFIRMADA = "ReservaConfirmada"
+RESERVA_RECHAZADA = "ReservaRechazada"
+RESERVA_CANCELADA = "ReservaCancelada"
+
+
+class ReservaConfirmadaData(TypedDict):
+    reserva_id: str
+    usuario_id: str
+    evento_id: str
+    cantidad: int
+    asientos: list[str]
+    importe_centimos: int
+    confirmada_en: str
+
+
+class ReservaRechazadaData(TypedDict):
+    reserva_id: str
+    usuario_id: str
+    evento_id: str
+    cantidad: int
+    motivo: str
+    rechazada_en: str
+
+
+class ReservaCanceladaData(TypedDict):
+    reserva_id: str
+    usuario_id: str
+    evento_id: str
+    cantidad: int
+    asientos: list[str]
+    importe_reembolsado_centimos: int
+    cancelada_en: str
