@@ -1,0 +1,215 @@
+"""The inventory in a JetStream KV bucket: one key per event, written by group commit.
+
+Every change is a compare-and-set on the key's revision, so two processes can never both write from the same
+state. Inside one process a per-event lane queues the ops; one worker per hot event takes everything queued
+(up to `max_batch`), applies it in order to the cached state, writes once and resolves each op with its own
+outcome. One fsync'd write then carries a whole batch: this is what keeps one hot event fast (measured-here.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+
+from eventflow.contracts import EVENTO_CREADO
+from eventflow.eventstore import EventStore
+from eventflow.jetstream import EVENTOS, ensure_bucket
+from services.reservations.inventory import (
+    Availability,
+    ConfirmOp,
+    ConfirmOutcome,
+    EventoSinInventario,
+    HoldOutcome,
+    HoldRequest,
+    InventarioNoDisponible,
+    Inventory,
+    InventoryOp,
+    ReleaseOp,
+)
+
+BUCKET = "INVENTARIO"
+# Retry by time, not count: an R3 leader election pauses writes for up to ~10 s (measured-here.md).
+RETRY_FOR_S = 20.0
+_KEY = re.compile(r"^[-_=a-zA-Z0-9]+$")
+Pending = tuple[InventoryOp, "asyncio.Future[Any]"]
+
+
+@dataclass
+class StoreStats:
+    ops: int = 0
+    batches: int = 0
+    largest_batch: int = 0
+    conflicts: int = 0  # another process wrote the key first: reloaded and re-applied
+    transient_errors: int = 0
+
+
+@dataclass
+class _Lane:
+    queue: deque[Pending] = field(default_factory=deque)
+    worker: asyncio.Task[None] | None = None
+
+
+def _transient(err: Exception) -> bool:
+    if isinstance(err, APIError):
+        return (err.code or 500) >= 500
+    if isinstance(err, nats.errors.ConnectionClosedError):
+        return False
+    return isinstance(err, nats.errors.Error | asyncio.TimeoutError | OSError)
+
+
+class JetStreamInventoryStore:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        kv: KeyValue,
+        event_store_for_eventos: EventStore,
+        clock: Callable[[], float] = time.time,
+        *,
+        max_batch: int = 256,
+        retry_for_s: float = RETRY_FOR_S,
+        cache_size: int = 1024,
+    ) -> None:
+        self.js, self.kv, self.events, self.clock = js, kv, event_store_for_eventos, clock
+        self.max_batch, self.retry_for_s, self.cache_size = max_batch, retry_for_s, cache_size
+        self.stats = StoreStats()
+        self._lanes: dict[str, _Lane] = {}
+        self._cache: OrderedDict[str, tuple[Inventory, int]] = OrderedDict()
+
+    @classmethod
+    async def create(
+        cls, js: JetStreamContext, *, replicas: int = 1, clock: Callable[[], float] = time.time, **options: Any
+    ) -> JetStreamInventoryStore:
+        kv = await ensure_bucket(js, BUCKET, replicas=replicas)
+        return cls(js, kv, EventStore(js, EVENTOS), clock, **options)
+
+    async def hold(self, req: HoldRequest) -> HoldOutcome:
+        return cast(HoldOutcome, await self._submit(req.evento_id, req))
+
+    async def confirm(self, evento_id: str, reserva_id: str) -> ConfirmOutcome:
+        return cast(ConfirmOutcome, await self._submit(evento_id, ConfirmOp(evento_id, reserva_id)))
+
+    async def release(self, evento_id: str, reserva_id: str) -> None:
+        await self._submit(evento_id, ReleaseOp(evento_id, reserva_id))
+
+    async def availability(self, evento_id: str, usuario_id: str | None = None) -> Availability:
+        """Read from the stream leader, not the cache: another process may have written since."""
+        if not _KEY.match(evento_id):
+            raise EventoSinInventario(evento_id)
+        found = await self._read(evento_id)
+        state = found[0] if found else await self._from_event(evento_id)
+        return state.availability(evento_id, self.clock(), usuario_id)
+
+    async def drain(self) -> None:
+        """Wait until every queued op has been written (for shutdown and tests)."""
+        while workers := [lane.worker for lane in self._lanes.values() if lane.worker]:
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _submit(self, evento_id: str, op: InventoryOp) -> Any:
+        if not _KEY.match(evento_id):
+            raise EventoSinInventario(evento_id)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        lane = self._lanes.get(evento_id)
+        if lane is None:
+            lane = self._lanes[evento_id] = _Lane()
+            lane.worker = asyncio.create_task(self._drain_lane(evento_id, lane), name=f"inventory:{evento_id}")
+        lane.queue.append((op, future))
+        return await future
+
+    async def _drain_lane(self, evento_id: str, lane: _Lane) -> None:
+        """One worker per event while it has work; it ends (and the lane goes) as soon as the queue is empty."""
+        try:
+            while lane.queue:
+                batch = [lane.queue.popleft() for _ in range(min(len(lane.queue), self.max_batch))]
+                await self._commit(evento_id, batch)
+        finally:
+            if self._lanes.get(evento_id) is lane:
+                del self._lanes[evento_id]
+            _fail(list(lane.queue), InventarioNoDisponible("the inventory worker stopped; retry"))
+
+    async def _commit(self, evento_id: str, batch: list[Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_for_s
+        delay = 0.05
+        while True:
+            try:
+                state, revision = (
+                    self._cache.pop(evento_id) if evento_id in self._cache else await self._load(evento_id)
+                )
+                work = state.copy()
+                now = self.clock()
+                outcomes = [work.apply(op, now) for op, _ in batch]
+                revision = await self.kv.update(evento_id, work.to_json(), last=revision)
+            except KeyWrongLastSequenceError:
+                self.stats.conflicts += 1
+                if loop.time() < deadline:
+                    continue
+                _fail(batch, InventarioNoDisponible("too much contention on this event; retry"))
+            except Exception as err:
+                # An ambiguous failure may have written: reload (idempotent ops replay to the same outcomes).
+                if not _transient(err):
+                    _fail(batch, err)
+                    return
+                self.stats.transient_errors += 1
+                if loop.time() < deadline:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                _fail(batch, InventarioNoDisponible("the inventory store is not answering; retry"))
+            else:
+                self._remember(evento_id, work, revision)
+                self.stats.ops += len(batch)
+                self.stats.batches += 1
+                self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    if not future.done():
+                        future.set_result(outcome)
+            return
+
+    def _remember(self, evento_id: str, state: Inventory, revision: int) -> None:
+        self._cache[evento_id] = (state, revision)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    async def _load(self, evento_id: str) -> tuple[Inventory, int]:
+        """The stored inventory, or a new one made from the event's EventoCreado (create-if-absent)."""
+        if found := await self._read(evento_id):
+            return found
+        state = await self._from_event(evento_id)
+        try:
+            return state, await self.kv.create(evento_id, state.to_json())
+        except KeyWrongLastSequenceError:  # another process created it first: use theirs
+            if found := await self._read(evento_id):
+                return found
+            raise
+
+    async def _read(self, evento_id: str) -> tuple[Inventory, int] | None:
+        try:
+            msg = await self.js.get_msg(f"KV_{BUCKET}", subject=f"$KV.{BUCKET}.{evento_id}", direct=False)
+        except NotFoundError:
+            return None
+        if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE") or not msg.data or not msg.seq:
+            return None
+        return Inventory.from_json(msg.data), int(msg.seq)
+
+    async def _from_event(self, evento_id: str) -> Inventory:
+        events, _ = await self.events.load(evento_id)
+        created = next((e for e in events if e.type == EVENTO_CREADO), None)
+        if created is None:
+            raise EventoSinInventario(evento_id)
+        return Inventory.for_event(int(created.data["aforo_total"]), created.data.get("secciones"))
+
+
+def _fail(batch: list[Pending], err: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(err)
