@@ -1,0 +1,114 @@
+"""HTTP entry points: translate JSON to commands and queries, and documents back to JSON. Nothing else."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from eventflow.responses import JsonResponse
+from services.events import views
+from services.events.caching import cached_json
+from services.events.deps import DepsDep
+from services.events.documents import documento, with_availability
+from services.events.domain import CrearEvento, EventoNoEncontrado, Seccion
+from services.events.handlers import crear_evento
+from services.events.rules import filtro
+
+router = APIRouter(prefix="/api/eventos", tags=["eventos"])
+DATE_TIME = {"format": "date-time"}
+# Generous caps on size only; the domain rules (services/events/rules.py) are the real limits.
+LongText = Annotated[str, Field(max_length=10_000)]
+ShortText = Annotated[str, Field(max_length=1_000)]
+
+
+class SeccionIn(BaseModel):
+    nombre: ShortText
+    asientos: int
+
+
+class EventoIn(BaseModel):
+    nombre: ShortText
+    descripcion: LongText = ""
+    fecha: Annotated[str, Field(max_length=64, json_schema_extra=DATE_TIME, examples=["2030-05-01T21:00:00-03:00"])]
+    lugar: ShortText
+    aforo_total: int | None = Field(None, description="Required without sections; with sections omit or give the sum")
+    precio: Decimal = Field(description="At most 2 decimals; stored as integer cents")
+    categoria: ShortText
+    secciones: list[SeccionIn] | None = Field(None, max_length=1_000)
+    venta_desde: Annotated[str | None, Field(max_length=64, json_schema_extra=DATE_TIME)] = None
+
+    def command(self) -> CrearEvento:
+        secciones = None if self.secciones is None else [Seccion(s.nombre, s.asientos) for s in self.secciones]
+        return CrearEvento(
+            nombre=self.nombre,
+            descripcion=self.descripcion,
+            fecha=self.fecha,
+            lugar=self.lugar,
+            aforo_total=self.aforo_total,
+            precio=self.precio,
+            categoria=self.categoria,
+            secciones=secciones,
+            venta_desde=self.venta_desde,
+        )
+
+
+class SeccionOut(BaseModel):
+    nombre: str
+    asientos: int
+    disponibles: int
+
+
+class EventoOut(BaseModel):
+    id: str
+    nombre: str
+    descripcion: str
+    fecha: str
+    lugar: str
+    categoria: str
+    aforo_total: int
+    entradas_disponibles: int
+    precio: float
+    precio_centimos: int
+    secciones: list[SeccionOut] | None
+    venta_desde: str | None
+
+
+class PaginaOut(BaseModel):
+    items: list[EventoOut]
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+@router.post("", status_code=201, response_model=EventoOut)
+async def crear(body: EventoIn, deps: DepsDep) -> Response:
+    creado = await crear_evento(body.command(), deps.write)
+    doc = with_availability(documento(creado.id, creado.data), {})
+    return JsonResponse(doc, status_code=201, headers={"Location": f"{router.prefix}/{creado.id}"})
+
+
+@router.get("/{evento_id}", response_model=EventoOut)
+async def leer(request: Request, evento_id: Annotated[str, Path(max_length=64)], deps: DepsDep) -> Response:
+    doc = await views.evento(deps.redis, evento_id)
+    if doc is None:
+        raise EventoNoEncontrado(evento_id)
+    return cached_json(request, doc, deps.cache_max_age)
+
+
+@router.get("", response_model=PaginaOut)
+async def listar(
+    request: Request,
+    deps: DepsDep,
+    q: Annotated[str | None, Query(max_length=200, description="Every word must start a word of the name")] = None,
+    categoria: Annotated[str | None, Query(max_length=200)] = None,
+    desde: Annotated[str | None, Query(max_length=64, description="ISO 8601 instant with offset")] = None,
+    hasta: Annotated[str | None, Query(max_length=64, description="ISO 8601 instant with offset")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+) -> Response:
+    page = await views.eventos(deps.redis, filtro(q, categoria, desde, hasta, limit, offset))
+    return cached_json(request, page, deps.cache_max_age)

@@ -1,0 +1,75 @@
+"""Composition root: the only place that knows which adapters the events service runs on."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI
+
+from eventflow.config import Settings
+from eventflow.eventstore import EventStore
+from eventflow.jetstream import EVENTOS, RESERVAS, StreamSpec
+from eventflow.projections import Projection
+from eventflow.runtime import Infrastructure
+from eventflow.web import create_app as create_base_app
+from services.events.api import router
+from services.events.deps import Deps
+from services.events.handlers import WriteDeps
+from services.events.projections import CatalogProjection, SalesProjection
+
+SERVICE = "events"
+CACHE_MAX_AGE_S = 5
+
+
+def read_models() -> list[tuple[StreamSpec, Projection]]:
+    """(stream, projection) pairs this service keeps in Redis; the rebuild CLI replays them."""
+    return [(EVENTOS, CatalogProjection()), (RESERVAS, SalesProjection())]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
+    """Overrides (for tests): `clock` (() -> aware datetime), `cache_max_age` (seconds)."""
+    settings = settings or Settings()
+    clock: Callable[[], datetime] = overrides.pop("clock", _now)
+    cache_max_age: int = overrides.pop("cache_max_age", CACHE_MAX_AGE_S)
+    if overrides:
+        raise TypeError(f"unknown overrides: {sorted(overrides)}")
+    holder: dict[str, Infrastructure] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # RESERVAS is owned by the reservations service; declaring it here (same shared spec) only lets
+        # the sales projection subscribe before that service has ever started.
+        infra = await Infrastructure.connect(settings, SERVICE, (EVENTOS, RESERVAS))
+        holder["infra"] = infra
+        runners = [infra.project(stream, projection) for stream, projection in read_models()]
+        write = WriteDeps(EventStore(infra.js, EVENTOS), runners[0], clock, settings.read_your_writes_timeout)
+        app.state.deps = Deps(write, infra.redis, cache_max_age)
+        app.state.runners = runners
+        infra.start_projections()
+        try:
+            yield
+        finally:
+            await infra.close()
+            holder.clear()
+
+    async def nats() -> None:
+        await holder["infra"].ready_checks()["nats"]()
+
+    async def redis() -> None:
+        await holder["infra"].ready_checks()["redis"]()
+
+    async def projections() -> None:
+        stalled = [r.checkpoint_key for r in holder["infra"].runners if r.stalled]
+        if stalled:
+            raise RuntimeError(f"stalled: {stalled}")
+
+    app = create_base_app("EventFlow events", lifespan, {"nats": nats, "redis": redis, "projections": projections})
+    app.include_router(router)
+    return app

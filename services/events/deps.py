@@ -1,0 +1,26 @@
+"""What a request handler gets, built once in the lifespan (bootstrap) and read from app.state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from redis.asyncio import Redis
+
+from services.events.handlers import WriteDeps
+
+
+@dataclass(frozen=True)
+class Deps:
+    write: WriteDeps
+    redis: Redis
+    cache_max_age: int
+
+
+def get_deps(request: Request) -> Deps:
+    deps: Deps = request.app.state.deps
+    return deps
+
+
+DepsDep = Annotated[Deps, Depends(get_deps)]

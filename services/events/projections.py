@@ -1,0 +1,92 @@
+"""Read models of the events service, each applied in stream order by a ProjectionRunner.
+
+The catalog (stream EVENTOS) and the sales (stream RESERVAS) write disjoint keys, so a sale projected
+before its event document (the two runners race) is simply waiting there when the document arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from eventflow.contracts import EVENTO_CREADO, RESERVA_CANCELADA, RESERVA_CONFIRMADA
+from eventflow.eventstore import StoredEvent
+from services.events import keys
+from services.events.documents import date_score, documento
+from services.events.text import prefixes
+
+log = logging.getLogger(__name__)
+CANCELLED = "x"  # tombstone in events:orders: a replayed confirmation of a cancelled order stays cancelled
+
+
+def _skip_malformed(event: StoredEvent, err: Exception) -> None:
+    """A payload that breaks the contract must not stall the read model forever: logged loudly, skipped."""
+    log.error(
+        "skipping malformed event",
+        extra={"stream": event.stream, "seq": event.seq, "type": event.type, "error": repr(err)},
+    )
+
+
+class CatalogProjection:
+    """EVENTOS -> the event document and the listing indexes (by date, by category, by name prefix)."""
+
+    name: str = "events"
+    key_patterns: tuple[str, ...] = keys.CATALOG_PATTERNS
+
+    async def apply(self, event: StoredEvent, redis: Redis, tx: Pipeline) -> None:
+        if event.type != EVENTO_CREADO:
+            return
+        try:
+            doc = documento(event.aggregate_id, event.data)  # type: ignore[arg-type]
+            score = date_score(doc["fecha"])
+        except (KeyError, TypeError, ValueError) as err:
+            _skip_malformed(event, err)
+            return
+        member = {event.aggregate_id: score}
+        tx.set(keys.doc(event.aggregate_id), orjson.dumps(doc))
+        tx.zadd(keys.BY_DATE, member)
+        tx.zadd(keys.by_category(doc["categoria"]), member)
+        for prefix in sorted(prefixes(doc["nombre"])):
+            tx.zadd(keys.by_prefix(prefix), member)
+
+
+class SalesProjection:
+    """RESERVAS -> sold counters per event and section, and the sold seats.
+
+    Each reservation is counted once: its confirmation is remembered per event, and a cancellation gives
+    back exactly what that confirmation took (and only once), whatever duplicates the log may hold.
+    """
+
+    name: str = "events-sales"
+    key_patterns: tuple[str, ...] = keys.SALES_PATTERNS
+
+    async def apply(self, event: StoredEvent, redis: Redis, tx: Pipeline) -> None:
+        if event.type not in (RESERVA_CONFIRMADA, RESERVA_CANCELADA):
+            return
+        try:
+            evento_id, reserva_id = str(event.data["evento_id"]), str(event.data["reserva_id"])
+            taken = {"cantidad": int(event.data["cantidad"]), "asientos": [str(a) for a in event.data["asientos"]]}
+        except (KeyError, TypeError, ValueError) as err:
+            _skip_malformed(event, err)
+            return
+        previous = await redis.hget(keys.orders(evento_id), reserva_id)
+        if event.type == RESERVA_CONFIRMADA and previous is None:
+            tx.hset(keys.orders(evento_id), reserva_id, orjson.dumps(taken))
+            _count(tx, evento_id, taken, +1)
+        elif event.type == RESERVA_CANCELADA and previous not in (None, CANCELLED):
+            tx.hset(keys.orders(evento_id), reserva_id, CANCELLED)
+            _count(tx, evento_id, orjson.loads(previous), -1)
+
+
+def _count(tx: Pipeline, evento_id: str, taken: dict[str, Any], sign: int) -> None:
+    tx.hincrby(keys.sales(evento_id), keys.TOTAL_FIELD, sign * taken["cantidad"])
+    seats: list[str] = taken["asientos"]
+    for section, n in Counter(seat.rsplit("-", 1)[0] for seat in seats).items():
+        tx.hincrby(keys.sales(evento_id), keys.SECTION_FIELD + section, sign * n)
+    if seats:
+        (tx.sadd if sign > 0 else tx.srem)(keys.seats(evento_id), *seats)

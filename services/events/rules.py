@@ -1,0 +1,147 @@
+"""The rules a new event must satisfy. Every broken rule is reported, not only the first."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from services.events.domain import CrearEvento, DatosInvalidos, Evento, FieldError, FiltroEventos, Seccion
+from services.events.text import normalize_category
+
+MAX_AFORO = 1_000_000
+MAX_ASIENTOS = 100_000  # seated events: every seat is a key somewhere, keep it bounded
+MAX_SECCIONES = 100
+MAX_PRECIO = Decimal("1000000")
+MAX_ANTICIPACION = timedelta(days=3650)
+LIMITES_TEXTO = {"nombre": (1, 200), "lugar": (1, 200), "descripcion": (0, 5000), "categoria": (1, 50)}
+# Letters, digits, "_" and inner spaces: no "-", so a seat id splits back into section and number.
+NOMBRE_SECCION = re.compile(r"^[^\W_][\w ]{0,29}$")
+
+
+def parse_instant(text: str, field: str, errors: list[FieldError]) -> datetime | None:
+    """ISO 8601 with an explicit offset; a naive time is ambiguous for a venue in another zone."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        errors.append(FieldError(field, "must be an ISO 8601 date-time with offset", "datetime_parsing"))
+        return None
+    if value.tzinfo is None or value.utcoffset() is None:
+        errors.append(FieldError(field, "must include a UTC offset (e.g. Z or -03:00)", "timezone_aware"))
+        return None
+    return value
+
+
+def _text(cmd: CrearEvento, errors: list[FieldError]) -> dict[str, str]:
+    values = {name: str(getattr(cmd, name)).strip() for name in LIMITES_TEXTO}
+    values["categoria"] = normalize_category(values["categoria"])
+    for name, (low, high) in LIMITES_TEXTO.items():
+        if not low <= len(values[name]) <= high:
+            errors.append(FieldError(name, f"must have {low} to {high} characters (blank ignored)", "string_length"))
+    return values
+
+
+def _precio_centimos(precio: Decimal, errors: list[FieldError]) -> int:
+    if not precio.is_finite() or precio < 0 or precio > MAX_PRECIO:
+        errors.append(FieldError("precio", f"must be between 0 and {MAX_PRECIO}", "out_of_range"))
+        return 0
+    cents = precio * 100
+    if cents != cents.to_integral_value():
+        errors.append(FieldError("precio", "must have at most 2 decimals", "decimal_places"))
+        return 0
+    return int(cents)
+
+
+def _secciones(secciones: list[Seccion], errors: list[FieldError]) -> tuple[Seccion, ...]:
+    if not 1 <= len(secciones) <= MAX_SECCIONES:
+        errors.append(FieldError("secciones", f"must have 1 to {MAX_SECCIONES} sections", "too_long"))
+    seen: set[str] = set()
+    clean = []
+    for i, seccion in enumerate(secciones):
+        nombre = seccion.nombre.strip()
+        if not NOMBRE_SECCION.match(nombre):
+            errors.append(
+                FieldError(f"secciones.{i}.nombre", "1-30 letters, digits, '_' or spaces; no '-'", "string_pattern")
+            )
+        elif nombre.casefold() in seen:
+            errors.append(FieldError(f"secciones.{i}.nombre", "repeats another section's name", "duplicate"))
+        seen.add(nombre.casefold())
+        if not 1 <= seccion.asientos <= MAX_ASIENTOS:
+            errors.append(FieldError(f"secciones.{i}.asientos", f"must be 1 to {MAX_ASIENTOS}", "out_of_range"))
+        clean.append(Seccion(nombre, seccion.asientos))
+    total = sum(s.asientos for s in clean)
+    if total > MAX_ASIENTOS:
+        errors.append(FieldError("secciones", f"at most {MAX_ASIENTOS} seats in all", "out_of_range"))
+    return tuple(clean)
+
+
+def _aforo(cmd: CrearEvento, secciones: tuple[Seccion, ...] | None, errors: list[FieldError]) -> int:
+    """Seated events may omit aforo_total (it is the seats' sum); if given it must equal that sum."""
+    if secciones is not None:
+        seats = sum(s.asientos for s in secciones)
+        if cmd.aforo_total is not None and cmd.aforo_total != seats:
+            errors.append(
+                FieldError("aforo_total", f"must equal the sections' seats ({seats}) or be omitted", "mismatch")
+            )
+        return seats
+    if cmd.aforo_total is None:
+        errors.append(FieldError("aforo_total", "is required when there are no sections", "missing"))
+        return 0
+    if not 1 <= cmd.aforo_total <= MAX_AFORO:
+        errors.append(FieldError("aforo_total", f"must be 1 to {MAX_AFORO}", "out_of_range"))
+    return cmd.aforo_total
+
+
+def _fechas(cmd: CrearEvento, now: datetime, errors: list[FieldError]) -> tuple[datetime, datetime | None]:
+    fecha = parse_instant(cmd.fecha, "fecha", errors)
+    if fecha is not None and fecha <= now:
+        errors.append(FieldError("fecha", "must be in the future", "date_in_past"))
+    elif fecha is not None and fecha > now + MAX_ANTICIPACION:
+        errors.append(FieldError("fecha", "must be within 10 years", "date_too_far"))
+    venta_desde = None if cmd.venta_desde is None else parse_instant(cmd.venta_desde, "venta_desde", errors)
+    if fecha is not None and venta_desde is not None and venta_desde >= fecha:
+        errors.append(FieldError("venta_desde", "must be before fecha", "after_event"))
+    return fecha or now, venta_desde
+
+
+def nuevo_evento(cmd: CrearEvento, evento_id: str, now: datetime) -> Evento:
+    """Judge the command; raises DatosInvalidos with every broken rule."""
+    errors: list[FieldError] = []
+    text = _text(cmd, errors)
+    fecha, venta_desde = _fechas(cmd, now, errors)
+    precio = _precio_centimos(cmd.precio, errors)
+    secciones = None if cmd.secciones is None else _secciones(cmd.secciones, errors)
+    aforo = _aforo(cmd, secciones, errors)
+    if errors:
+        raise DatosInvalidos(errors)
+    return Evento(
+        id=evento_id,
+        nombre=text["nombre"],
+        descripcion=text["descripcion"],
+        fecha=fecha,
+        lugar=text["lugar"],
+        aforo_total=aforo,
+        precio_centimos=precio,
+        categoria=text["categoria"],
+        secciones=secciones,
+        venta_desde=venta_desde,
+    )
+
+
+def _plus_restored(text: str) -> str:
+    """An unencoded "+03:00" in a query string arrives as " 03:00"; give the sign back."""
+    return re.sub(r"(T[\d:.]+) (\d\d:?\d\d)$", r"\1+\2", text.strip())
+
+
+def filtro(
+    q: str | None, categoria: str | None, desde: str | None, hasta: str | None, limit: int, offset: int
+) -> FiltroEventos:
+    errors: list[FieldError] = []
+    start = None if desde is None else parse_instant(_plus_restored(desde), "desde", errors)
+    end = None if hasta is None else parse_instant(_plus_restored(hasta), "hasta", errors)
+    if start is not None and end is not None and start > end:
+        errors.append(FieldError("hasta", "must not be before desde", "range"))
+    if errors:
+        raise DatosInvalidos(errors, "query")
+    category = normalize_category(categoria) if categoria is not None else None
+    return FiltroEventos(q or None, category or None, start, end, limit, offset)

@@ -1,0 +1,76 @@
+"""Reads, straight from the Redis read model (the AP side): never a scan, never the event log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from services.events import keys
+from services.events.documents import with_availability
+from services.events.domain import FiltroEventos
+from services.events.text import query_words
+
+# KEYS[1] scratch key, KEYS[2..] index sets to intersect; ARGV min, max, offset, limit.
+# One atomic call: intersect the indexes (scores are dates, so MAX keeps the date), count the date
+# range, cut the page, drop the scratch key. Redis intersects starting from the smallest set.
+PAGE_SCRIPT = """
+local src = KEYS[2]
+if #KEYS > 2 then
+  local args = {'ZINTERSTORE', KEYS[1], #KEYS - 1}
+  for i = 2, #KEYS do args[#args + 1] = KEYS[i] end
+  args[#args + 1] = 'AGGREGATE'
+  args[#args + 1] = 'MAX'
+  redis.call(unpack(args))
+  src = KEYS[1]
+end
+local total = redis.call('ZCOUNT', src, ARGV[1], ARGV[2])
+local ids = redis.call('ZRANGEBYSCORE', src, ARGV[1], ARGV[2], 'LIMIT', ARGV[3], ARGV[4])
+if src == KEYS[1] then redis.call('DEL', KEYS[1]) end
+return {total, ids}
+"""
+
+
+async def evento(redis: Redis, evento_id: str) -> dict[str, Any] | None:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(keys.doc(evento_id))
+        pipe.hgetall(keys.sales(evento_id))
+        raw, sales = await pipe.execute()
+    return None if raw is None else with_availability(orjson.loads(raw), sales)
+
+
+async def _documents(redis: Redis, ids: list[str]) -> list[dict[str, Any]]:
+    if not ids:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.mget([keys.doc(i) for i in ids])
+        for evento_id in ids:
+            pipe.hgetall(keys.sales(evento_id))
+        raws, *sales = await pipe.execute()
+    return [with_availability(orjson.loads(raw), s) for raw, s in zip(raws, sales, strict=True) if raw is not None]
+
+
+def _index_keys(filtro: FiltroEventos) -> list[str]:
+    """The sets to intersect: the category's and one per query word (all words must match)."""
+    sets = [keys.by_category(filtro.categoria)] if filtro.categoria else []
+    sets += [keys.by_prefix(word) for word in query_words(filtro.q or "")]
+    return sets or [keys.BY_DATE]
+
+
+async def eventos(redis: Redis, filtro: FiltroEventos) -> dict[str, Any]:
+    low = "-inf" if filtro.desde is None else repr(filtro.desde.timestamp())
+    high = "+inf" if filtro.hasta is None else repr(filtro.hasta.timestamp())
+    page = redis.register_script(PAGE_SCRIPT)  # EVALSHA, falling back to EVAL once per server
+    total, ids = await page(
+        keys=[keys.SEARCH_SCRATCH, *_index_keys(filtro)], args=[low, high, filtro.offset, filtro.limit]
+    )
+    items = await _documents(redis, list(ids))
+    end = filtro.offset + len(ids)
+    return {
+        "items": items,
+        "total": int(total),
+        "limit": filtro.limit,
+        "offset": filtro.offset,
+        "next_offset": end if end < int(total) else None,
+    }
