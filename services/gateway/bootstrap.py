@@ -1,0 +1,72 @@
+"""Composition root of the gateway: an aiohttp session to the services and Redis for the rate limit."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from eventflow.http import client_session
+from eventflow.jetstream import StreamSpec
+from eventflow.projections import Projection
+from eventflow.web import ReadyCheck
+from eventflow.web import create_app as create_base_app
+from services.gateway.api import Gateway, router
+from services.gateway.auth import Authenticator, allow_all
+from services.gateway.config import GatewaySettings
+from services.gateway.ratelimit import RateLimiter
+
+READY_TIMEOUT_S = 2.0
+
+
+class UpstreamNotReady(Exception):
+    pass
+
+
+def _upstream_check(state: dict[str, Any], url: str) -> ReadyCheck:
+    async def check() -> None:
+        session: aiohttp.ClientSession = state["session"]
+        timeout = aiohttp.ClientTimeout(total=READY_TIMEOUT_S)
+        async with session.get(f"{url.rstrip('/')}/health/ready", timeout=timeout) as resp:
+            if resp.status != 200:
+                raise UpstreamNotReady(f"status {resp.status}")
+
+    return check
+
+
+def create_app(settings: GatewaySettings | None = None, *, authenticate: Authenticator = allow_all) -> FastAPI:
+    settings = settings or GatewaySettings()
+    upstreams = settings.enabled_upstreams()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=2.0, max_connections=256)
+        session = client_session(timeout_s=settings.gateway_timeout)
+        limiter = RateLimiter(redis, settings.rate_limit_per_s, settings.rate_limit_burst)
+        state.update(redis=redis, session=session)
+        app.state.gateway = Gateway(session, upstreams, limiter, authenticate, settings.trust_forwarded_for)
+        try:
+            yield
+        finally:
+            await session.close()
+            await redis.aclose()
+
+    state: dict[str, Any] = {}
+
+    async def redis_ready() -> None:
+        await state["redis"].ping()
+
+    checks = {"redis": redis_ready} | {name: _upstream_check(state, url) for name, url in upstreams.items()}
+    app = create_base_app("EventFlow gateway", lifespan, checks)
+    app.router.redirect_slashes = False  # `/api` is an unknown route, not a redirect to `/api/`
+    app.include_router(router)
+    return app
+
+
+def read_models() -> list[tuple[StreamSpec, Projection]]:
+    """The gateway keeps no read model."""
+    return []

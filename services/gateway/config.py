@@ -1,0 +1,30 @@
+"""Gateway settings: the shared EVENTFLOW_* settings plus routing and rate-limit knobs."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from eventflow.config import Settings
+
+
+class GatewaySettings(Settings):
+    # Which upstreams are deployed (the supervisor lists those it started); readiness checks only these.
+    gateway_upstreams: str = "users,events,reservations"
+    # Longer than the reservations service's bounded wait for a saga outcome.
+    gateway_timeout: float = Field(default=30.0, gt=0)
+    # Token bucket per client IP; rate 0 turns the limit off.
+    rate_limit_per_s: float = Field(default=1000.0, ge=0)
+    rate_limit_burst: int = Field(default=2000, ge=1)
+    # Only behind a proxy we run ourselves: otherwise any client could pick its own bucket.
+    trust_forwarded_for: bool = False
+
+    @field_validator("master_key", "pseudonym_key")
+    @classmethod
+    def _refuse_placeholders(cls, value: str, info: object) -> str:
+        """Least privilege: the gateway never decrypts personal data, so it runs without the keys."""
+        return value
+
+    def enabled_upstreams(self) -> dict[str, str]:
+        urls = {"users": self.users_url, "events": self.events_url, "reservations": self.reservations_url}
+        names = [name.strip() for name in self.gateway_upstreams.split(",") if name.strip()]
+        return {name: urls[name] for name in names if name in urls}

@@ -1,0 +1,76 @@
+"""Per-client token bucket in Redis: one EVALSHA per request, shared by every gateway replica."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+# Refill by elapsed server time (TIME: every replica shares one clock), take one token if there is one.
+# Returns {allowed, milliseconds until a token is available}.
+TOKEN_BUCKET = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or burst
+local ts = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local allowed = 0
+local wait_ms = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+else
+  wait_ms = math.ceil((1 - tokens) / rate * 1000)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return {allowed, wait_ms}
+"""
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    retry_after_s: int = 0
+
+
+class RateLimiter:
+    """Fails open: Redis is the AP side, and losing it must not take the whole API down with it."""
+
+    def __init__(self, redis: Redis, rate_per_s: float, burst: int, prefix: str = "ratelimit") -> None:
+        self.rate = rate_per_s
+        self.burst = burst
+        self.prefix = prefix
+        self._script = redis.register_script(TOKEN_BUCKET)
+        self._last_warning = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+    async def take(self, client: str) -> Decision:
+        if not self.enabled:
+            return Decision(True)
+        try:
+            allowed, wait_ms = await self._script(keys=[f"{self.prefix}:{client}"], args=[self.rate, self.burst])
+        except RedisError as err:
+            self._warn(err)
+            return Decision(True)
+        if int(allowed):
+            return Decision(True)
+        return Decision(False, max(1, math.ceil(int(wait_ms) / 1000)))
+
+    def _warn(self, err: Exception) -> None:
+        now = time.monotonic()
+        if now - self._last_warning > 10:
+            self._last_warning = now
+            log.warning("rate limiter unavailable; letting requests through", extra={"error": type(err).__name__})

@@ -1,0 +1,199 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from eventflow.config import Settings
+from eventflow.servers import free_port
+from services.gateway.bootstrap import create_app
+from services.gateway.config import GatewaySettings
+from tests.gateway.upstreams import ETAG, echo_upstreams
+from tests.utils.app import api_client
+
+SERVICES = ("users", "events", "reservations")
+
+
+@pytest.fixture
+async def upstreams() -> AsyncIterator[dict[str, str]]:
+    async with echo_upstreams(*SERVICES) as urls:
+        yield urls
+
+
+def gateway_settings(settings: Settings, upstreams: dict[str, str], **overrides: Any) -> GatewaySettings:
+    values: dict[str, Any] = {
+        "redis_url": settings.redis_url,
+        "users_url": upstreams.get("users", "http://127.0.0.1:1"),
+        "events_url": upstreams.get("events", "http://127.0.0.1:1"),
+        "reservations_url": upstreams.get("reservations", "http://127.0.0.1:1"),
+        "rate_limit_per_s": 0,
+    }
+    values.update(overrides)
+    return GatewaySettings(**values)
+
+
+@pytest.fixture
+async def gateway(settings: Settings, upstreams: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_client(create_app(gateway_settings(settings, upstreams))) as client:
+        yield client
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == status
+    return body
+
+
+async def test_forwards_method_path_query_body_and_chosen_headers(gateway: httpx.AsyncClient) -> None:
+    response = await gateway.post(
+        "/api/usuarios/a%20b/x?q=caf%C3%A9&page=2",
+        content=b'{"nombre": "Ana"}',
+        headers={
+            "content-type": "application/json",
+            "idempotency-key": "key-1",
+            "x-request-id": "req-123",
+            "cookie": "session=private",
+            "x-internal-secret": "from outside",
+        },
+        params=None,
+    )
+    assert response.status_code == 200
+    seen = response.json()
+    assert seen["service"] == "users"
+    assert seen["method"] == "POST"
+    assert seen["raw_path"] == "/api/usuarios/a%20b/x"
+    assert seen["query"] == "q=caf%C3%A9&page=2"
+    assert seen["body"] == '{"nombre": "Ana"}'
+    assert seen["headers"]["content-type"] == "application/json"
+    assert seen["headers"]["idempotency-key"] == "key-1"
+    assert seen["headers"]["x-request-id"] == "req-123"
+    assert "cookie" not in seen["headers"]
+    assert "x-internal-secret" not in seen["headers"]
+    assert response.headers["x-request-id"] == "req-123"
+
+
+async def test_returns_status_body_and_chosen_headers(gateway: httpx.AsyncClient) -> None:
+    response = await gateway.put("/api/eventos/e1?status=201", content=b"x", headers={"content-type": "text/plain"})
+    assert response.status_code == 201
+    assert response.json()["method"] == "PUT"
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["etag"] == ETAG
+    assert response.headers["cache-control"] == "max-age=5"
+    assert response.headers["location"] == "/api/eventos/e1/1"
+    assert response.headers["retry-after"] == "3"
+    assert "x-internal-secret" not in response.headers
+    assert response.headers.get_list("x-request-id") == [response.json()["headers"]["x-request-id"]]
+
+
+async def test_makes_a_request_id_when_the_client_sends_none(gateway: httpx.AsyncClient) -> None:
+    response = await gateway.get("/api/eventos")
+    sent = response.json()["headers"]["x-request-id"]
+    assert len(sent) >= 16
+    assert response.headers["x-request-id"] == sent
+
+
+@pytest.mark.parametrize(
+    ("path", "service"),
+    [
+        ("/api/usuarios", "users"),
+        ("/api/usuarios/exportar", "users"),
+        ("/api/eventos", "events"),
+        ("/api/eventos/123", "events"),
+        ("/api/reservar", "reservations"),
+        ("/api/reservar/r1", "reservations"),
+        ("/api/reservas/r1/cancelar", "reservations"),
+    ],
+)
+async def test_routes_each_prefix_to_its_service(gateway: httpx.AsyncClient, path: str, service: str) -> None:
+    response = await gateway.post(path, json={})
+    assert response.json()["service"] == service
+
+
+async def test_conditional_get_passes_304_through(gateway: httpx.AsyncClient) -> None:
+    response = await gateway.get("/api/eventos/e1", headers={"if-none-match": ETAG})
+    assert response.status_code == 304
+    assert response.headers["etag"] == ETAG
+    assert response.content == b""
+
+
+@pytest.mark.parametrize("path", ["/api/nada", "/api/eventosX", "/api", "/otra"])
+async def test_unknown_paths_are_404_problems(gateway: httpx.AsyncClient, path: str) -> None:
+    assert_problem(await gateway.get(path), 404)
+
+
+async def test_upstream_down_is_502_problem(settings: Settings, upstreams: dict[str, str]) -> None:
+    down = {**upstreams, "users": f"http://127.0.0.1:{free_port()}"}
+    async with api_client(create_app(gateway_settings(settings, down))) as client:
+        body = assert_problem(await client.get("/api/usuarios/u1"), 502)
+        assert body["type"] == "/problems/bad-gateway"
+        assert body["upstream"] == "users"
+        assert (await client.get("/api/eventos")).status_code == 200
+
+
+async def test_upstream_too_slow_is_504_problem(settings: Settings, upstreams: dict[str, str]) -> None:
+    async with api_client(create_app(gateway_settings(settings, upstreams, gateway_timeout=0.3))) as client:
+        body = assert_problem(await client.get("/api/eventos/e1/slow"), 504)
+        assert body["type"] == "/problems/gateway-timeout"
+
+
+async def test_service_not_deployed_is_503(settings: Settings, upstreams: dict[str, str]) -> None:
+    gateway_conf = gateway_settings(settings, upstreams, gateway_upstreams="users,events")
+    async with api_client(create_app(gateway_conf)) as client:
+        assert_problem(await client.post("/api/reservar", json={}), 503)
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 200
+        assert set(ready.json()["checks"]) == {"redis", "users", "events"}
+
+
+async def test_rate_limit_per_client_answers_429_with_retry_after(
+    settings: Settings, upstreams: dict[str, str]
+) -> None:
+    conf = gateway_settings(settings, upstreams, rate_limit_per_s=0.01, rate_limit_burst=3, trust_forwarded_for=True)
+    me, other = f"10.0.{uuid.uuid4().int % 250}.1", f"10.1.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
+    async with api_client(create_app(conf)) as client:
+        for _ in range(3):
+            assert (await client.get("/api/eventos", headers={"x-forwarded-for": me})).status_code == 200
+        limited = await client.get("/api/eventos", headers={"x-forwarded-for": me})
+        body = assert_problem(limited, 429)
+        assert body["type"] == "/problems/rate-limited"
+        assert int(limited.headers["retry-after"]) >= 1
+        assert (await client.get("/api/eventos", headers={"x-forwarded-for": other})).status_code == 200
+        assert (await client.get("/health/live", headers={"x-forwarded-for": me})).status_code == 200
+
+
+async def test_rate_limit_ignores_forwarded_for_unless_trusted(settings: Settings, upstreams: dict[str, str]) -> None:
+    """Otherwise a client could dodge its limit by inventing a new X-Forwarded-For on every request."""
+    conf = gateway_settings(settings, upstreams, rate_limit_per_s=0.01, rate_limit_burst=1)
+    async with api_client(create_app(conf)) as client:
+        client.headers["x-forwarded-for"] = "198.51.100.7"
+        await client.get("/api/eventos", headers={"x-forwarded-for": f"192.0.2.{uuid.uuid4().int % 250}"})
+        second = await client.get("/api/eventos", headers={"x-forwarded-for": f"192.0.2.{uuid.uuid4().int % 250}"})
+        assert second.status_code == 429
+
+
+async def test_ready_reports_every_upstream(gateway: httpx.AsyncClient) -> None:
+    ready = await gateway.get("/health/ready")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"redis": "ok", "users": "ok", "events": "ok", "reservations": "ok"}
+
+
+async def test_not_ready_names_the_upstream_that_is_down(settings: Settings, upstreams: dict[str, str]) -> None:
+    down = {**upstreams, "reservations": f"http://127.0.0.1:{free_port()}"}
+    async with api_client(create_app(gateway_settings(settings, down))) as client:
+        body = assert_problem(await client.get("/health/ready"), 503)
+        assert body["checks"]["reservations"].startswith("failing")
+        assert body["checks"]["users"] == "ok"
+        assert (await client.get("/health/live")).status_code == 200
+
+
+async def test_redis_down_lets_requests_through_but_is_not_ready(settings: Settings, upstreams: dict[str, str]) -> None:
+    conf = gateway_settings(settings, upstreams, redis_url=f"redis://127.0.0.1:{free_port()}/0", rate_limit_per_s=5)
+    async with api_client(create_app(conf)) as client:
+        assert (await client.get("/api/eventos")).status_code == 200
+        body = assert_problem(await client.get("/health/ready"), 503)
+        assert body["checks"]["redis"].startswith("failing")

@@ -1,0 +1,75 @@
+"""Small real upstream apps on real uvicorn servers (free ports, the test's own event loop)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from eventflow.servers import free_port
+
+ETAG = '"v1"'
+
+
+def echo_app(name: str) -> FastAPI:
+    """Answers with what it received; `?status=` picks the status; `/slow` never answers in time."""
+    app = FastAPI()
+
+    @app.get("/health/ready")
+    async def ready() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    async def echo(request: Request, path: str) -> Response:
+        if path.endswith("/slow"):
+            await asyncio.sleep(30)
+        if request.headers.get("if-none-match") == ETAG:
+            return Response(status_code=304, headers={"etag": ETAG, "cache-control": "max-age=5"})
+        received = {
+            "service": name,
+            "method": request.method,
+            "raw_path": request.scope["raw_path"].decode(),
+            "query": request.scope["query_string"].decode(),
+            "body": (await request.body()).decode(),
+            "headers": dict(request.headers),
+        }
+        headers = {
+            "etag": ETAG,
+            "cache-control": "max-age=5",
+            "location": f"/{path}/1",
+            "retry-after": "3",
+            "x-internal-secret": "never leaves the cluster",
+        }
+        return JSONResponse(received, status_code=int(request.query_params.get("status", 200)), headers=headers)
+
+    return app
+
+
+async def _start(app: FastAPI) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, lifespan="off", timeout_graceful_shutdown=1
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    return server, task, f"http://127.0.0.1:{port}"
+
+
+@asynccontextmanager
+async def echo_upstreams(*names: str) -> AsyncIterator[dict[str, str]]:
+    """One echo server per name; all stop together (uvicorn polls its exit flag every 0.1 s)."""
+    started = await asyncio.gather(*(_start(echo_app(name)) for name in names))
+    try:
+        yield {name: url for name, (_, _, url) in zip(names, started, strict=True)}
+    finally:
+        for server, _, _ in started:
+            server.should_exit = True
+        await asyncio.gather(*(task for _, task, _ in started))
