@@ -6,8 +6,8 @@ import pytest
 
 from services.reservations.inventory import (
     EXPIRED_HOLD_GRACE_S,
-    ConfirmOp,
     Confirmed,
+    ConfirmOp,
     Held,
     HoldLost,
     HoldRequest,
