@@ -1,0 +1,184 @@
+"""Composition root of the reservations service: settings, adapters, the chain, the orchestrator.
+
+Tests pass adapters as overrides (in-memory fakes of our ports, or real ones built on the fixtures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from eventflow.config import Settings
+from eventflow.eventstore import EventStore
+from eventflow.http import client_session
+from eventflow.jetstream import RESERVAS, StreamSpec, ensure_bucket
+from eventflow.projections import Projection
+from eventflow.runtime import Infrastructure
+from eventflow.web import ReadyCheck
+from eventflow.web import create_app as create_base_app
+from services.reservations import api
+from services.reservations.catalog import (
+    CatalogoEventos,
+    DirectorioUsuarios,
+    HttpCatalogoEventos,
+    HttpDirectorioUsuarios,
+)
+from services.reservations.chain import (
+    CalculadorDePrecio,
+    Manejador,
+    Reloj,
+    TokenizadorDePago,
+    ValidadorDeDatos,
+    ValidadorDeEvento,
+    ValidadorDeInventario,
+    ValidadorDeLimite,
+    ValidadorDeUsuario,
+    encadenar,
+    reloj_utc,
+)
+from services.reservations.domain import Saga
+from services.reservations.handlers import Deps, SagaDeps
+from services.reservations.inventory import InventoryStore
+from services.reservations.inventory_store import JetStreamInventoryStore
+from services.reservations.payments import PaymentGateway
+from services.reservations.payments_sim import SimulatedPaymentGateway
+from services.reservations.saga import Orquestador, SagaConfig
+from services.reservations.saga_store import BUCKET, SagaStore
+
+INTERVENTIONS_KEY = "reservas:requiere_intervencion"
+
+
+class ReservasSettings(BaseSettings):
+    """EVENTFLOW_RESERVAS_*: the service's own knobs (the shared Settings hold connections and keys)."""
+
+    model_config = SettingsConfigDict(env_prefix="EVENTFLOW_RESERVAS_", extra="ignore")
+
+    espera_s: float = 5.0  # how long POST waits for an outcome before answering 202 + Location
+    hold_ttl_s: float = 120.0
+    limite_por_usuario: int | None = 8
+    max_por_solicitud: int = 10
+    tasa_cargo_bp: int = 500
+    cargo_minimo_centimos: int = 50
+    step_timeout_s: float = 10.0
+    retry_for_s: float = 8.0
+    record_retry_for_s: float = 60.0
+    compensation_retry_for_s: float = 30.0
+    lease_s: float = 30.0
+    # The saga owner; a restart with the same id resumes its sagas at once. Distinct per replica.
+    instancia: str = socket.gethostname()
+    cache_eventos_s: float = 1.0
+    cache_usuarios_s: float = 5.0
+
+
+class PaymentsSimSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EVENTFLOW_PAYMENTS_", extra="ignore")
+
+    latency_s: float = 0.0
+    failure_rate: float = 0.0
+
+
+def build_chain(
+    cfg: ReservasSettings,
+    usuarios: DirectorioUsuarios,
+    eventos: CatalogoEventos,
+    inventario: InventoryStore,
+    pagos: PaymentGateway,
+    reloj: Reloj = reloj_utc,
+) -> Manejador:
+    return encadenar(
+        ValidadorDeDatos(cfg.max_por_solicitud),
+        ValidadorDeUsuario(usuarios),
+        ValidadorDeEvento(eventos, reloj),
+        ValidadorDeLimite(inventario, cfg.limite_por_usuario),
+        ValidadorDeInventario(),
+        CalculadorDePrecio(cfg.tasa_cargo_bp, cfg.cargo_minimo_centimos),
+        TokenizadorDePago(pagos),
+    )
+
+
+def saga_config(cfg: ReservasSettings) -> SagaConfig:
+    return SagaConfig(
+        owner=cfg.instancia,
+        step_timeout_s=cfg.step_timeout_s,
+        retry_for_s=cfg.retry_for_s,
+        record_retry_for_s=cfg.record_retry_for_s,
+        compensation_retry_for_s=cfg.compensation_retry_for_s,
+        lease_s=cfg.lease_s,
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    reservas: ReservasSettings | None = None,
+    usuarios: DirectorioUsuarios | None = None,
+    eventos: CatalogoEventos | None = None,
+    inventario: InventoryStore | None = None,
+    pagos: PaymentGateway | None = None,
+    reloj: Reloj = reloj_utc,
+) -> FastAPI:
+    settings = settings or Settings()
+    cfg = reservas or ReservasSettings()
+    checks: dict[str, ReadyCheck] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        infra = await Infrastructure.connect(settings, "reservations", streams=(RESERVAS,))
+        checks.update(infra.ready_checks())
+        session = client_session()
+        inv = inventario or await JetStreamInventoryStore.create(infra.js, replicas=settings.replicas)
+        sim = PaymentsSimSettings()
+        pay = pagos or SimulatedPaymentGateway(infra.js, sim.latency_s, sim.failure_rate, replicas=settings.replicas)
+        store = SagaStore(await ensure_bucket(infra.js, BUCKET, settings.replicas))
+
+        async def count_intervention(saga: Saga) -> None:
+            await infra.redis.incr(INTERVENTIONS_KEY)
+
+        orquestador = Orquestador(
+            store,
+            SagaDeps(inv, pay, EventStore(infra.js, RESERVAS), cfg.hold_ttl_s, cfg.limite_por_usuario),
+            saga_config(cfg),
+            on_intervention=count_intervention,
+        )
+        cadena = build_chain(
+            cfg,
+            usuarios or HttpDirectorioUsuarios(session, settings.users_url, cfg.cache_usuarios_s),
+            eventos or HttpCatalogoEventos(session, settings.events_url, cfg.cache_eventos_s),
+            inv,
+            pay,
+            reloj,
+        )
+        app.state.deps = Deps(store, orquestador, cadena, cfg.instancia, cfg.lease_s)
+        app.state.espera_s = cfg.espera_s
+        app.state.orquestador = orquestador
+        app.state.inventario, app.state.pagos = inv, pay
+        await orquestador.resume_all()
+        supervisor = asyncio.create_task(orquestador.supervise(), name="sagas:supervisor")
+        try:
+            yield
+        finally:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
+            await orquestador.shutdown()
+            drain: Any = getattr(inv, "drain", None)
+            if drain is not None:
+                await drain()
+            await session.close()
+            await infra.close()
+
+    app = create_base_app("EventFlow reservations", lifespan, checks)
+    app.include_router(api.router)
+    return app
+
+
+def read_models() -> list[tuple[StreamSpec, Projection]]:
+    """None: reservations are read from the saga's own record in the CP store (always current)."""
+    return []

@@ -1,0 +1,125 @@
+"""Ports to the users and events services, their aiohttp adapters, and a short in-process cache.
+
+The chain reads these to fail fast; none of them is an authority (the inventory hold is). Caching an
+event for a second or two keeps a hot event from costing one HTTP round trip per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+import aiohttp
+
+from eventflow.errors import Unavailable
+from eventflow.http import get_json
+from services.reservations.domain import EventoInfo
+
+
+class DirectorioUsuarios(Protocol):
+    async def existe(self, usuario_id: str) -> bool: ...
+
+
+class CatalogoEventos(Protocol):
+    async def evento(self, evento_id: str) -> EventoInfo | None: ...
+
+
+def _instante(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
+
+
+def evento_desde_documento(doc: dict[str, Any]) -> EventoInfo:
+    """Reads the events service's document; `precio_centimos` preferred, a decimal `precio` accepted."""
+    if doc.get("precio_centimos") is not None:
+        precio = int(doc["precio_centimos"])
+    else:
+        precio = round(float(doc.get("precio") or 0) * 100)
+    fecha = _instante(doc.get("fecha"))
+    if fecha is None:
+        raise ValueError("event without fecha")
+    aforo = int(doc.get("aforo_total") or 0)
+    return EventoInfo(
+        id=str(doc.get("id") or doc.get("evento_id")),
+        aforo_total=aforo,
+        entradas_disponibles=int(doc.get("entradas_disponibles", aforo)),
+        precio_centimos=precio,
+        fecha=fecha,
+        venta_desde=_instante(doc.get("venta_desde")),
+        numerado=bool(doc.get("secciones")),
+    )
+
+
+V = TypeVar("V")
+
+
+class _TtlCache(Generic[V]):
+    """Caches found values for `ttl_s`; concurrent misses for one key share one fetch."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._values: dict[str, tuple[float, V]] = {}
+        self._inflight: dict[str, asyncio.Future[V | None]] = {}
+
+    async def get(self, key: str, fetch: Callable[[], Awaitable[V | None]]) -> V | None:
+        hit = self._values.get(key)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        if key in self._inflight:
+            return await asyncio.shield(self._inflight[key])
+        future: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            value = await fetch()
+            if value is not None:
+                self._values[key] = (time.monotonic() + self.ttl_s, value)
+            future.set_result(value)
+            return value
+        except BaseException as err:
+            future.set_exception(err)
+            future.exception()  # mark retrieved: waiters (if any) re-raise it
+            raise
+        finally:
+            del self._inflight[key]
+
+
+class HttpDirectorioUsuarios:
+    """GET {users_url}/api/usuarios/{id}: 200 exists, 404 does not, anything else is unavailable."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, cache_s: float = 5.0) -> None:
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+        self._cache: _TtlCache[bool] = _TtlCache(cache_s)
+
+    async def existe(self, usuario_id: str) -> bool:
+        async def fetch() -> bool | None:
+            status, _ = await _get(self.session, f"{self.base_url}/api/usuarios/{usuario_id}", "users")
+            return True if status == 200 else None
+
+        return bool(await self._cache.get(usuario_id, fetch))
+
+
+class HttpCatalogoEventos:
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, cache_s: float = 1.0) -> None:
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+        self._cache: _TtlCache[EventoInfo] = _TtlCache(cache_s)
+
+    async def evento(self, evento_id: str) -> EventoInfo | None:
+        async def fetch() -> EventoInfo | None:
+            status, body = await _get(self.session, f"{self.base_url}/api/eventos/{evento_id}", "events")
+            return evento_desde_documento(body) if status == 200 and isinstance(body, dict) else None
+
+        return await self._cache.get(evento_id, fetch)
+
+
+async def _get(session: aiohttp.ClientSession, url: str, service: str) -> tuple[int, Any]:
+    try:
+        status, body = await get_json(session, url)
+    except (aiohttp.ClientError, TimeoutError) as err:
+        raise Unavailable(f"the {service} service did not answer ({type(err).__name__})") from None
+    if status not in (200, 404):
+        raise Unavailable(f"the {service} service answered {status}")
+    return status, body

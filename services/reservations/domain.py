@@ -1,0 +1,189 @@
+"""Reservations domain: the command, the saga's durable state, its states, and the domain errors.
+
+No I/O here. The saga document is what the orchestrator persists in the SAGAS bucket before each step and
+after each result; everything a restarted process needs to go on (or to unwind) is in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from eventflow.errors import Conflict, DomainError, NotFound, Unprocessable
+
+# reserva_id = uuid5(NAMESPACE, f"{usuario_id}:{idempotency_key}"): the saga's create is the idempotency claim.
+NAMESPACE = uuid.UUID("6f1c0e6a-3c1b-5b8e-9a43-2f4f7c1d9e10")
+
+
+class Estado(StrEnum):
+    PENDIENTE = "pendiente"
+    CONFIRMADA = "confirmada"
+    RECHAZADA = "rechazada"
+    CANCELADA = "cancelada"
+    REQUIERE_INTERVENCION = "requiere_intervencion"
+
+
+class Fase(StrEnum):
+    """Where the orchestrator is: what a restarted process must resume."""
+
+    ADELANTE = "adelante"  # running the purchase steps
+    COMPENSANDO = "compensando"  # unwinding registered compensations in reverse
+    CANCELANDO = "cancelando"  # running the cancellation saga of a confirmed reservation
+    TERMINADA = "terminada"
+
+
+PASOS_COMPRA = ("hold", "authorize", "confirm", "capture", "record")
+PASOS_CANCELACION = ("refund", "release", "record_cancel")
+# The compensation registered before each purchase step runs (None: nothing new to undo).
+COMPENSACION_DE = {"hold": "release", "authorize": "void", "confirm": None, "capture": None, "record": None}
+
+
+def reserva_id_para(usuario_id: str, idempotency_key: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"{usuario_id}:{idempotency_key}"))
+
+
+def ahora_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass(frozen=True)
+class Tarjeta:
+    """Card data as typed by the buyer: lives only in the request, never stored or logged."""
+
+    numero: str = field(repr=False)
+    vencimiento: str = field(repr=False)
+    cvc: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ReservarEntradas:
+    usuario_id: str
+    evento_id: str
+    cantidad: int
+    asientos: tuple[str, ...]
+    tarjeta: Tarjeta = field(repr=False)
+    idempotency_key: str
+
+    @property
+    def reserva_id(self) -> str:
+        return reserva_id_para(self.usuario_id, self.idempotency_key)
+
+    def huella(self) -> str:
+        """What "the same request" means for an Idempotency-Key: the order, not the card (never hashed)."""
+        canon = f"{self.usuario_id}|{self.evento_id}|{self.cantidad}|{','.join(sorted(self.asientos))}"
+        return hashlib.sha256(canon.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class CancelarReserva:
+    reserva_id: str
+
+
+@dataclass(frozen=True)
+class EventoInfo:
+    """What the chain needs from the events read model (eventual: a pre-check, never the authority)."""
+
+    id: str
+    aforo_total: int
+    entradas_disponibles: int
+    precio_centimos: int
+    fecha: datetime
+    venta_desde: datetime | None
+    numerado: bool
+
+
+@dataclass
+class Saga:
+    """The durable state of one reservation's saga (one KV key); `revision` is the CAS token, not stored."""
+
+    reserva_id: str
+    usuario_id: str
+    evento_id: str
+    cantidad: int
+    asientos: list[str]
+    importe_centimos: int
+    metodo: dict[str, str]  # token, marca, ultimos4: never the PAN
+    huella: str
+    estado: Estado = Estado.PENDIENTE
+    fase: Fase = Fase.ADELANTE
+    paso: str | None = "hold"
+    motivo: str | None = None
+    compensaciones: list[str] = field(default_factory=list)  # registered, in the order they were registered
+    compensadas: list[str] = field(default_factory=list)
+    datos: dict[str, Any] = field(default_factory=dict)  # step results: authorization_id, expires_at, ...
+    historial: list[dict[str, Any]] = field(default_factory=list)
+    owner: str = ""
+    lease_until: float = 0.0
+    creada_en: str = field(default_factory=ahora_iso)
+    actualizada_en: str = field(default_factory=ahora_iso)
+    revision: int = 0
+
+    @property
+    def terminada(self) -> bool:
+        return self.fase == Fase.TERMINADA
+
+    def anotar(self, paso: str, resultado: str, detalle: str | None = None) -> None:
+        entry: dict[str, Any] = {"paso": paso, "resultado": resultado, "en": ahora_iso()}
+        if detalle:
+            entry["detalle"] = detalle
+        self.historial.append(entry)
+
+    def registrar(self, compensacion: str | None) -> None:
+        if compensacion and compensacion not in self.compensaciones:
+            self.compensaciones.append(compensacion)
+
+    def pendientes_de_compensar(self) -> list[str]:
+        return [c for c in reversed(self.compensaciones) if c not in self.compensadas]
+
+    def arrendar(self, owner: str, lease_s: float) -> None:
+        self.owner = owner
+        self.lease_until = time.time() + lease_s
+        self.actualizada_en = ahora_iso()
+
+    def to_doc(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc.pop("revision")
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any], revision: int) -> Saga:
+        doc = dict(doc, estado=Estado(doc["estado"]), fase=Fase(doc["fase"]))
+        return cls(**doc, revision=revision)
+
+
+class PasoFallido(Exception):
+    """A saga step's business answer was no (sold out, declined, hold lost): unwind, do not retry."""
+
+    def __init__(self, motivo: str) -> None:
+        super().__init__(motivo)
+        self.motivo = motivo
+
+
+# --- errors --------------------------------------------------------------------------------------
+class ReservaNoEncontrada(NotFound):
+    slug, title = "reserva-no-encontrada", "Reservation not found"
+
+
+class ClaveReutilizada(Unprocessable):
+    slug, title = "idempotency-key-reused", "Idempotency-Key reused with a different request"
+
+
+class ReservaNoCancelable(Conflict):
+    slug, title = "reserva-no-cancelable", "Reservation cannot be cancelled"
+
+
+class RechazoDeCadena(DomainError):
+    """A handler of the chain said no: the problem body names it (`handler`) and why (`motivo`)."""
+
+    slug, title = "reserva-rechazada", "Reservation rejected"
+
+    def __init__(self, handler: str, motivo: str, detail: str, status: int = 422, **extra: Any) -> None:
+        super().__init__(detail, handler=handler, motivo=motivo, **extra)
+        self.status = status
+        self.handler = handler
+        self.motivo = motivo

@@ -1,0 +1,145 @@
+"""Each handler of the chain alone, on in-memory fakes of the ports; then the composed chain's order."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.reservations.chain import (
+    CalculadorDePrecio,
+    Manejador,
+    Solicitud,
+    TokenizadorDePago,
+    ValidadorDeDatos,
+    ValidadorDeEvento,
+    ValidadorDeInventario,
+    ValidadorDeLimite,
+    ValidadorDeUsuario,
+    encadenar,
+)
+from services.reservations.domain import RechazoDeCadena, ReservarEntradas, Tarjeta
+from services.reservations.inventory import HoldRequest
+from tests.reservations.fakes import FakeCatalogo, FakeDirectorio, FakeInventario, FakePagos, evento_info
+from tests.reservations.helpers import BAD_LUHN, VISA_OK
+
+
+def solicitud(cantidad: int = 1, asientos: tuple[str, ...] = (), numero: str = VISA_OK, **card: str) -> Solicitud:
+    tarjeta = Tarjeta(numero, card.get("vencimiento", "12/34"), card.get("cvc", "123"))
+    return Solicitud(ReservarEntradas("u1", "ev1", cantidad, asientos, tarjeta, "k1"))
+
+
+async def rejected(handler: Manejador, s: Solicitud) -> RechazoDeCadena:
+    with pytest.raises(RechazoDeCadena) as caught:
+        await handler.manejar(s)
+    assert caught.value.handler == type(handler).__name__
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("s", "motivo"),
+    [
+        (solicitud(cantidad=0), "cantidad_invalida"),
+        (solicitud(cantidad=11), "cantidad_invalida"),
+        (solicitud(cantidad=2, asientos=("A-1",)), "asientos_invalidos"),
+        (solicitud(cantidad=2, asientos=("A-1", "A-1")), "asientos_invalidos"),
+        (solicitud(numero="4242"), "tarjeta_invalida"),
+        (solicitud(vencimiento="2034-12"), "tarjeta_invalida"),
+        (solicitud(cvc="12a"), "tarjeta_invalida"),
+    ],
+)
+async def test_validador_de_datos_rejects_shape_and_ranges(s: Solicitud, motivo: str) -> None:
+    err = await rejected(ValidadorDeDatos(max_por_solicitud=10), s)
+    assert (err.motivo, err.status) == (motivo, 422)
+
+
+async def test_validador_de_datos_passes_a_good_request() -> None:
+    await ValidadorDeDatos().manejar(solicitud(cantidad=2, asientos=("A-1", "A-2")))
+
+
+async def test_validador_de_usuario() -> None:
+    await ValidadorDeUsuario(FakeDirectorio("u1")).manejar(solicitud())
+    err = await rejected(ValidadorDeUsuario(FakeDirectorio("otro")), solicitud())
+    assert err.motivo == "usuario_inexistente"
+
+
+async def test_validador_de_evento_fills_the_event_and_rejects_missing_past_and_not_on_sale() -> None:
+    now = datetime.now(UTC)
+    s = solicitud()
+    await ValidadorDeEvento(FakeCatalogo(evento_info())).manejar(s)
+    assert s.evento is not None and s.evento.id == "ev1"
+    cases = [
+        (FakeCatalogo(), "evento_inexistente", 422),
+        (FakeCatalogo(evento_info(fecha=now - timedelta(hours=1))), "evento_pasado", 422),
+        (FakeCatalogo(evento_info(venta_desde=now + timedelta(days=1))), "venta_no_iniciada", 409),
+    ]
+    for catalogo, motivo, status in cases:
+        err = await rejected(ValidadorDeEvento(catalogo), solicitud())
+        assert (err.motivo, err.status) == (motivo, status)
+    err = await rejected(ValidadorDeEvento(FakeCatalogo(evento_info())), solicitud(2, ("A-1", "A-2")))
+    assert err.motivo == "evento_sin_asientos"
+
+
+async def test_validador_de_evento_uses_its_clock_for_venta_desde() -> None:
+    opens = datetime.now(UTC) + timedelta(days=1)
+    handler = ValidadorDeEvento(FakeCatalogo(evento_info(venta_desde=opens)), reloj=lambda: opens + timedelta(1))
+    await handler.manejar(solicitud())
+
+
+async def test_validador_de_limite_counts_held_and_sold_tickets_of_the_user() -> None:
+    inventario = FakeInventario(ev1=100)
+    await inventario.hold(HoldRequest("r1", "ev1", "u1", 3, (), 60, None))
+    await ValidadorDeLimite(inventario, limite=4).manejar(solicitud(cantidad=1))
+    err = await rejected(ValidadorDeLimite(inventario, limite=4), solicitud(cantidad=2))
+    assert (err.motivo, err.status, err.extra["actuales"]) == ("limite_por_usuario", 409, 3)
+    await ValidadorDeLimite(inventario, limite=None).manejar(solicitud(cantidad=9))
+
+
+async def test_validador_de_inventario_fails_fast_on_the_read_model() -> None:
+    s = solicitud(cantidad=3)
+    s.evento = evento_info(entradas_disponibles=3)
+    await ValidadorDeInventario().manejar(s)
+    s.evento = evento_info(entradas_disponibles=2)
+    err = await rejected(ValidadorDeInventario(), s)
+    assert (err.motivo, err.status) == ("agotado", 409)
+
+
+@pytest.mark.parametrize(
+    ("precio", "cantidad", "importe"),
+    [(2000, 1, 2100), (2000, 3, 6300), (500, 2, 1100), (0, 4, 0), (1999, 1, 2099)],
+)
+async def test_calculador_de_precio_in_integer_cents(precio: int, cantidad: int, importe: int) -> None:
+    s = solicitud(cantidad=cantidad)
+    s.evento = evento_info(precio_centimos=precio)
+    await CalculadorDePrecio(tasa_bp=500, cargo_minimo_centimos=50).manejar(s)
+    assert s.importe_centimos == importe
+
+
+async def test_tokenizador_swaps_the_card_for_a_token() -> None:
+    s = solicitud(numero="4242 4242 4242 4242")
+    await TokenizadorDePago(FakePagos()).manejar(s)
+    assert s.metodo is not None and (s.metodo.marca, s.metodo.ultimos4) == ("visa", "4242")
+    err = await rejected(TokenizadorDePago(FakePagos()), solicitud(numero=BAD_LUHN))
+    assert (err.motivo, err.status, err.extra["codigo"]) == ("tarjeta_invalida", 402, "incorrect_number")
+    err = await rejected(TokenizadorDePago(FakePagos()), solicitud(vencimiento="01/20"))
+    assert err.extra["codigo"] == "expired_card"
+
+
+async def test_the_chain_runs_in_order_and_stops_at_the_first_rejection() -> None:
+    pagos = FakePagos()
+    chain = encadenar(
+        ValidadorDeDatos(),
+        ValidadorDeUsuario(FakeDirectorio("u1")),
+        ValidadorDeEvento(FakeCatalogo(evento_info(entradas_disponibles=0))),
+        ValidadorDeInventario(),
+        TokenizadorDePago(pagos),
+    )
+    err = await rejected_by(chain, solicitud())
+    assert err.handler == "ValidadorDeInventario"
+    assert not pagos.tokens, "nothing reaches the payment provider before the chain passes"
+
+
+async def rejected_by(chain: Manejador, s: Solicitud) -> RechazoDeCadena:
+    with pytest.raises(RechazoDeCadena) as caught:
+        await chain.manejar(s)
+    return caught.value
