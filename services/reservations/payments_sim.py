@@ -22,7 +22,7 @@ from typing import Any
 import nats.errors
 import orjson
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from eventflow.jetstream import ensure_bucket
@@ -144,17 +144,21 @@ class SimulatedPaymentGateway:
 
         An audit read: the latency and failure knobs do not apply to it.
         """
-        kv = await self._kv()
+        await self._kv()
         prefix = op_key(reference)
         records = [r for r in [await self._get(prefix)] if r]
-        watcher = await kv.watch(f"{prefix}.>", ignore_deletes=True)
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    break
-                records.append(orjson.loads(entry.value))
-        finally:
-            await watcher.stop()
+        # Walk the stream by subject filter: a KV watcher may report "no more" before delivering everything.
+        seq = 1
+        while True:
+            try:
+                msg = await self.js.get_msg(f"KV_{BUCKET}", seq=seq, subject=f"$KV.{BUCKET}.{prefix}.>", next=True)
+            except NotFoundError:
+                break
+            if not msg.seq:
+                break
+            if msg.data:
+                records.append(orjson.loads(msg.data))
+            seq = msg.seq + 1
         for record in records:
             if record.get("authorization_id") and (auth := await self._get(f"auth.{record['authorization_id']}")):
                 record["estado"] = auth["estado"]

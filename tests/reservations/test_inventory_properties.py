@@ -136,11 +136,11 @@ def ops(universe: list[str]) -> st.SearchStrategy[list[tuple]]:
 
 def check_invariants(inv: Inventory, model: Model) -> None:
     avail = inv.availability("ev", model.now)  # prunes, as every op does
-    live = [*inv.vendidas.values(), *inv.retenidas.values()]
+    live = [s.asientos for s in inv.vendidas.values()] + [h.asientos for h in inv.retenidas.values()]
     assert inv.n_vendidas == sum(s.cantidad for s in inv.vendidas.values())
     assert inv.n_retenidas == sum(h.cantidad for h in inv.retenidas.values())
     assert inv.n_vendidas + inv.n_retenidas <= inv.capacidad
-    seats = [a for entry in live for a in entry.asientos]
+    seats = [a for asientos in live for a in asientos]
     assert len(seats) == len(set(seats)), "a seat is in two holds or sales"
     assert all(h.expires_at > model.now for h in inv.retenidas.values()), "an expired hold is still counted"
     assert all(model.res[rid].status == "sold" for rid in inv.vendidas)
