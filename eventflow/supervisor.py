@@ -1,0 +1,204 @@
+"""The supervisor behind `make run` / `make up`: starts NATS, Redis and the services, watches, stops in order."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eventflow.servers import ServerProcess, port_open, start_nats, start_redis
+from eventflow.system import ROOT, SECRETS, STOP_TIMEOUT_S, Layout, ready, system_env, tail, write_state
+
+
+@dataclass
+class Child:
+    name: str
+    url: str
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None  # None: an external server we only point at
+    server: ServerProcess | None = None
+    ready_url: str | None = None
+    match: list[str] = field(default_factory=list)
+    port: int | None = None
+
+    def entry(self) -> dict[str, Any]:
+        pid = self.proc.pid if self.proc else None
+        return {"name": self.name, "pid": pid, "port": self.port, "url": self.url, "log": str(self.log),
+                "ready_url": self.ready_url, "match": self.match, "external": self.proc is None}  # fmt: skip
+
+
+class Failed(Exception):
+    def __init__(self, message: str, child: Child | None = None) -> None:
+        super().__init__(message)
+        self.child = child
+
+
+class Supervisor:
+    def __init__(self, layout: Layout, env: Mapping[str, str], hint: str = "") -> None:
+        self.layout = layout
+        self.hint = hint
+        self.env = dict(env)
+        self.children: list[Child] = []
+        self.stopping = False
+        self.state: dict[str, Any] = {
+            "supervisor": {"pid": os.getpid(), "match": ["eventflow.run"]},
+            "phase": "starting",
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "var_dir": str(layout.var_dir),
+        }
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.stopping = True
+
+    def save(self, phase: str | None = None, **extra: Any) -> None:
+        if phase:
+            self.state["phase"] = phase
+        self.state.update(extra, processes=[child.entry() for child in self.children])
+        write_state(self.layout, self.state)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        try:
+            self._check_ports()
+            self._start_servers()
+            self._start_services()
+            self._wait_until_ready()
+            self.save("ready")
+            print(summary(self.state) + self.hint, flush=True)
+            self._watch()
+            return 0
+        except Failed as failure:
+            failed_log = str(failure.child.log) if failure.child else None
+            self.save("failed", error=str(failure), failed_log=failed_log)
+            print(f"\nEventFlow failed: {failure}", file=sys.stderr)
+            if failure.child:
+                print(f"--- last lines of {failure.child.log} ---\n{tail(failure.child.log)}", file=sys.stderr)
+            return 1
+        finally:
+            self._stop_all()
+
+    def _check_ports(self) -> None:
+        wanted = {f"{name} (EVENTFLOW_{name.upper()}_PORT)": port for name, port in self.layout.ports.items()}
+        if not self.layout.external_nats:
+            wanted["nats (EVENTFLOW_NATS_PORT)"] = self.layout.nats_port
+        if not self.layout.external_redis:
+            wanted["redis (EVENTFLOW_REDIS_PORT)"] = self.layout.redis_port
+        busy = [f"{port} for {what}" for what, port in wanted.items() if port_open(port)]
+        if busy:
+            raise Failed("ports already in use: " + ", ".join(busy) + "; pick others with those variables")
+
+    def _start_servers(self) -> None:
+        var, logs = self.layout.var_dir, self.layout.log_dir
+        if self.layout.external_nats:
+            self.children.append(Child("nats", self.layout.nats_url, logs / "nats.log"))
+        else:
+            nats = self._server(start_nats, "nats", self.layout.nats_port)
+            conf = str(var / f"nats-{nats.port}.conf")
+            self.children.append(Child("nats", nats.url, nats.log_path, nats.proc, nats, None, [conf], nats.port))
+        if self.layout.external_redis:
+            self.children.append(Child("redis", self.layout.redis_url, logs / "redis.log"))
+        else:
+            redis = self._server(start_redis, "redis", self.layout.redis_port)
+            match = ["redis-server", f":{redis.port}"]
+            self.children.append(Child("redis", redis.url, redis.log_path, redis.proc, redis, None, match, redis.port))
+        self.save()
+
+    def _server(self, start: Callable[[int, Path, Path], ServerProcess], name: str, port: int) -> ServerProcess:
+        log_path = self.layout.log_dir / f"{name}.log"
+        try:
+            return start(port, self.layout.var_dir / name, log_path)
+        except (OSError, RuntimeError, TimeoutError) as err:
+            raise Failed(f"{name}-server did not start: {err}", Child(name, "", log_path)) from None
+
+    def _start_services(self) -> None:
+        base = {**self.env, **system_env(self.env), "PYTHONUNBUFFERED": "1"}
+        for name, port in self.layout.ports.items():
+            env = dict(base)
+            if name == "gateway":  # least privilege: the gateway never decrypts personal data
+                for secret in SECRETS:
+                    env.pop(secret, None)
+            module = f"services.{name}.main"
+            log_path = self.layout.log_dir / f"{name}.log"
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            argv = [sys.executable, "-m", module, "--host", self.layout.host, "--port", str(port)]
+            with open(log_path, "ab") as log:
+                log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {' '.join(argv[1:])}\n".encode())
+                log.flush()
+                proc = subprocess.Popen(
+                    argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True,  # Ctrl-C reaches only us; we stop the children in order
+                )  # fmt: skip
+            url = self.layout.url(name)
+            self.children.append(Child(name, url, log_path, proc, None, f"{url}/health/ready", [module], port))
+        self.save()
+
+    def _wait_until_ready(self) -> None:
+        pending = [child for child in self.children if child.ready_url]
+        deadline = time.monotonic() + self.layout.ready_timeout
+        while pending:
+            self._check_alive()
+            pending = [child for child in pending if not ready(child.entry())]
+            if pending and time.monotonic() > deadline:
+                names = ", ".join(child.name for child in pending)
+                raise Failed(f"not ready after {self.layout.ready_timeout:g}s: {names}", pending[0])
+            time.sleep(0.2)
+
+    def _check_alive(self) -> None:
+        if self.stopping:
+            raise KeyboardInterrupt
+        for child in self.children:
+            if child.proc and child.proc.poll() is not None:
+                code = child.proc.returncode
+                how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+                raise Failed(f"{child.name} {how}", child)
+
+    def _watch(self) -> None:
+        try:
+            while True:
+                self._check_alive()
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            print("\nstopping EventFlow ...", flush=True)
+
+    def _stop_all(self) -> None:
+        self.stopping = True
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave orphans behind
+        if self.state["phase"] != "failed":
+            self.save("stopping")
+        for child in reversed(self.children):
+            if child.server:
+                child.server.stop(STOP_TIMEOUT_S)
+            elif child.proc and child.proc.poll() is None:
+                child.proc.terminate()
+                try:
+                    child.proc.wait(STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    child.proc.kill()
+                    child.proc.wait()
+        if self.state["phase"] != "failed":
+            self.save("stopped")
+
+
+def summary(state: Mapping[str, Any]) -> str:
+    lines = ["", "EventFlow is ready:"]
+    for entry in state["processes"]:
+        note = "  (the public API: /api/...)" if entry["name"] == "gateway" else ""
+        if entry["name"] in ("nats", "redis"):
+            note = "  (external)" if entry["external"] else f"  data: {Path(state['var_dir']) / entry['name']}"
+        lines.append(f"  {entry['name']:<13} {entry['url']}{note}")
+    lines += [f"  {'logs':<13} {Path(state['var_dir']) / 'log'}/", ""]
+    return "\n".join(lines)
+
+
+def failure_report(state: Mapping[str, Any] | None, layout: Layout) -> str:
+    state = state or {}
+    log_path = state.get("failed_log") or layout.log_dir / "supervisor.log"
+    reason = state.get("error") or "the supervisor exited"
+    return f"EventFlow did not start: {reason}\n--- last lines of {log_path} ---\n{tail(log_path)}"
