@@ -1,0 +1,309 @@
+"""The HTTP API end to end on the real servers: real users and events services (HTTP), the real inventory
+store and payment simulator (JetStream), the reservations app in-process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from nats.js import JetStreamContext
+
+from eventflow.config import Settings
+from services.reservations.bootstrap import ReservasSettings, create_app
+from services.reservations.domain import reserva_id_para
+from services.reservations.inventory_store import JetStreamInventoryStore
+from services.reservations.payments_sim import SimulatedPaymentGateway
+from tests.reservations.helpers import (
+    BAD_LUHN,
+    DECLINED,
+    INSUFFICIENT,
+    PROCESSING_ERROR,
+    Catalog,
+    key,
+    pago,
+    platform,
+    reserva,
+)
+from tests.utils.app import api_client
+
+
+@dataclass
+class Env:
+    client: httpx.AsyncClient
+    catalog: Catalog
+    settings: Settings
+    inventario: JetStreamInventoryStore
+    pagos: SimulatedPaymentGateway
+
+    async def reservar(self, body: dict[str, Any], idem: str | None = None) -> httpx.Response:
+        headers = {"Idempotency-Key": idem} if idem else {}
+        return await self.client.post("/api/reservar", json=body, headers=headers)
+
+    async def comprador(self, aforo: int = 10, **evento: Any) -> tuple[str, str]:
+        return await self.catalog.usuario(), await self.catalog.evento(aforo, **evento)
+
+    async def captures(self, reserva_id: str) -> list[dict[str, Any]]:
+        ops = await self.pagos.payments_for(reserva_id)
+        return [op for op in ops if op.get("tipo") == "capture"]
+
+
+def reservas_cfg(owner: str, **overrides: Any) -> ReservasSettings:
+    values: dict[str, Any] = {
+        "instancia": owner,
+        "retry_for_s": 0.5,
+        "compensation_retry_for_s": 2.0,
+        "limite_por_usuario": 4,
+        "espera_s": 10.0,
+    }
+    values.update(overrides)
+    return ReservasSettings(**values)
+
+
+@pytest.fixture
+async def env(settings: Settings, js: JetStreamContext, owner: str) -> AsyncIterator[Env]:
+    async with platform(settings) as s:
+        catalog = Catalog(s)
+        async with api_client(create_app(s, reservas=reservas_cfg(owner))) as client:
+            inventario = await JetStreamInventoryStore.create(js)
+            yield Env(client, catalog, s, inventario, SimulatedPaymentGateway(js))
+        await catalog.aclose()
+
+
+async def eventually(check: Any, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_reservation_is_confirmed_charged_once_and_projected(env: Env) -> None:
+    usuario, evento = await env.comprador(aforo=10, precio=20.0)
+    resp = await env.reservar(reserva(usuario, evento, 2), idem=key())
+    assert resp.status_code == 201, resp.text
+    body = resp.json()
+    assert body["estado"] == "confirmada" and body["motivo"] is None
+    assert body["importe_centimos"] == 2 * (2000 + 100)
+    assert body["entradas"] == {"cantidad": 2, "asientos": []}
+    assert body["pago"] == {"marca": "visa", "ultimos4": "4242"}
+    assert [h["paso"] for h in body["historial"]] == ["hold", "authorize", "confirm", "capture", "record"]
+    assert "4242424242424242" not in resp.text and "tok_" not in resp.text
+    for path in (f"/api/reservas/{body['id']}", f"/api/reservar/{body['id']}"):
+        got = await env.client.get(path)
+        assert got.status_code == 200 and got.json()["estado"] == "confirmada"
+    assert len(await env.captures(body["id"])) == 1
+    assert (await env.inventario.availability(evento)).vendidas == 2
+
+    async def projected() -> bool:
+        return await env.catalog.disponibles(evento) == 8
+
+    await eventually(projected)
+
+    async def in_history() -> bool:
+        doc = (await env.catalog.users.get(f"/api/usuarios/{usuario}")).json()
+        return any(c["reserva_id"] == body["id"] for c in doc.get("historial_compras", []))
+
+    await eventually(in_history)
+
+
+@pytest.mark.parametrize(
+    ("numero", "motivo"),
+    [(DECLINED, "card_declined"), (INSUFFICIENT, "insufficient_funds"), (PROCESSING_ERROR, "processing_error")],
+)
+async def test_every_failing_card_rejects_and_gives_the_tickets_back(env: Env, numero: str, motivo: str) -> None:
+    usuario, evento = await env.comprador(aforo=3)
+    resp = await env.reservar(reserva(usuario, evento, 3, pago=pago(numero)), idem=key())
+    assert resp.status_code == 201, resp.text
+    assert (resp.json()["estado"], resp.json()["motivo"]) == ("rechazada", motivo)
+    assert (await env.inventario.availability(evento)).disponibles == 3
+    assert await env.captures(resp.json()["id"]) == []
+    other = await env.reservar(reserva(await env.catalog.usuario(), evento, 3), idem=key())
+    assert other.json()["estado"] == "confirmada", "the released tickets can be sold again"
+
+
+@pytest.mark.parametrize(
+    ("numero", "vencimiento", "codigo"),
+    [(BAD_LUHN, "12/34", "incorrect_number"), ("4242424242424242", "01/21", "expired_card")],
+)
+async def test_an_invalid_card_is_refused_by_the_chain(env: Env, numero: str, vencimiento: str, codigo: str) -> None:
+    usuario, evento = await env.comprador()
+    resp = await env.reservar(reserva(usuario, evento, pago=pago(numero, vencimiento)), idem=key())
+    assert resp.status_code == 402
+    assert resp.headers["content-type"].startswith("application/problem+json")
+    problem = resp.json()
+    assert (problem["handler"], problem["motivo"], problem["codigo"]) == (
+        "TokenizadorDePago",
+        "tarjeta_invalida",
+        codigo,
+    )
+    assert numero not in resp.text
+    assert (await env.inventario.availability(evento)).retenidas == 0
+
+
+async def test_chain_rejections_name_the_handler(env: Env) -> None:
+    usuario, evento = await env.comprador(aforo=10)
+    cases = [
+        (reserva("no-such-user", evento), 422, "ValidadorDeUsuario", "usuario_inexistente"),
+        (reserva(usuario, "no-such-event"), 422, "ValidadorDeEvento", "evento_inexistente"),
+        (reserva(usuario, evento, 0), 422, "ValidadorDeDatos", "cantidad_invalida"),
+        (reserva(usuario, evento, 5), 409, "ValidadorDeLimite", "limite_por_usuario"),
+    ]
+    for body, status, handler, motivo in cases:
+        resp = await env.reservar(body, idem=key())
+        assert resp.status_code == status, resp.text
+        assert (resp.json()["handler"], resp.json()["motivo"]) == (handler, motivo)
+    shape = await env.reservar({"usuario_id": usuario, "evento_id": evento}, idem=key())
+    assert shape.status_code == 422 and shape.json()["type"] == "/problems/validation"
+
+
+async def test_the_per_user_limit_counts_confirmed_tickets(env: Env) -> None:
+    usuario, evento = await env.comprador(aforo=10)
+    assert (await env.reservar(reserva(usuario, evento, 3), idem=key())).json()["estado"] == "confirmada"
+    resp = await env.reservar(reserva(usuario, evento, 2), idem=key())
+    assert resp.status_code == 409 and resp.json()["motivo"] == "limite_por_usuario"
+
+
+async def test_idempotency_key_returns_the_same_reservation(env: Env) -> None:
+    usuario, evento = await env.comprador(aforo=10)
+    idem = key()
+    first = await env.reservar(reserva(usuario, evento, 1), idem=idem)
+    again = await env.reservar(reserva(usuario, evento, 1), idem=idem)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"]
+    different = await env.reservar(reserva(usuario, evento, 2), idem=idem)
+    assert different.status_code == 422 and different.json()["type"] == "/problems/idempotency-key-reused"
+    assert (await env.inventario.availability(evento)).vendidas == 1
+
+
+async def test_concurrent_retries_with_one_key_make_one_reservation(env: Env) -> None:
+    usuario, evento = await env.comprador(aforo=10)
+    idem = key()
+    answers = await asyncio.gather(*(env.reservar(reserva(usuario, evento, 1), idem=idem) for _ in range(8)))
+    assert {a.status_code for a in answers} <= {200, 201}
+    ids = {a.json()["id"] for a in answers}
+    assert len(ids) == 1
+    reserva_id = ids.pop()
+    authorizations = [op for op in await env.pagos.payments_for(reserva_id) if op.get("tipo") == "authorize"]
+    assert len(authorizations) == 1 and len(await env.captures(reserva_id)) == 1
+    assert (await env.inventario.availability(evento)).vendidas == 1
+
+
+async def test_a_generated_idempotency_key_is_echoed(env: Env) -> None:
+    usuario, evento = await env.comprador()
+    resp = await env.reservar(reserva(usuario, evento))
+    assert resp.status_code == 201 and len(resp.headers["idempotency-key"]) >= 32
+    again = await env.reservar(reserva(usuario, evento), idem=resp.headers["idempotency-key"])
+    assert again.json()["id"] == resp.json()["id"]
+
+
+async def test_cancel_refunds_and_gives_the_tickets_back_once(env: Env) -> None:
+    usuario, evento = await env.comprador(aforo=5)
+    confirmed = (await env.reservar(reserva(usuario, evento, 2), idem=key())).json()
+    path = f"/api/reservas/{confirmed['id']}/cancelar"
+    first, again = await env.client.post(path), await env.client.post(path)
+    assert (first.status_code, first.json()["estado"]) == (200, "cancelada")
+    assert (again.status_code, again.json()["estado"]) == (200, "cancelada")
+    assert [h["paso"] for h in first.json()["historial"]][-4:] == ["cancelacion", "refund", "release", "record_cancel"]
+    ops = await env.pagos.payments_for(confirmed["id"])
+    assert [op["tipo"] for op in ops if op["tipo"] == "refund"] == ["refund"]
+    assert (await env.inventario.availability(evento)).disponibles == 5
+
+    async def projected() -> bool:
+        return await env.catalog.disponibles(evento) == 5
+
+    await eventually(projected)
+
+
+async def test_only_confirmed_reservations_can_be_cancelled(env: Env) -> None:
+    usuario, evento = await env.comprador()
+    rejected = (await env.reservar(reserva(usuario, evento, pago=pago(DECLINED)), idem=key())).json()
+    resp = await env.client.post(f"/api/reservas/{rejected['id']}/cancelar")
+    assert resp.status_code == 409 and resp.json()["estado"] == "rechazada"
+    assert (await env.client.post("/api/reservas/nope/cancelar")).status_code == 404
+    assert (await env.client.get("/api/reservas/nope")).status_code == 404
+
+
+async def test_metrics_count_outcomes(env: Env) -> None:
+    usuario, evento = await env.comprador()
+    await env.reservar(reserva(usuario, evento), idem=key())
+    text = (await env.client.get("/metrics")).text
+    assert 'eventflow_reservas_sagas_total{resultado="confirmadas"} 1' in text
+
+
+async def test_seated_requests_are_all_or_nothing(env: Env) -> None:
+    secciones = [{"nombre": "A", "asientos": 4}]
+    usuario, evento = await env.comprador(aforo=4, secciones=secciones)
+    other = await env.catalog.usuario()
+    a, b = await asyncio.gather(
+        env.reservar(reserva(usuario, evento, 2, asientos=["A-1", "A-2"]), idem=key()),
+        env.reservar(reserva(other, evento, 2, asientos=["A-2", "A-3"]), idem=key()),
+    )
+    outcomes = sorted([a.json()["estado"], b.json()["estado"]])
+    assert outcomes == ["confirmada", "rechazada"]
+    loser = a.json() if a.json()["estado"] == "rechazada" else b.json()
+    assert loser["motivo"] == "asientos_ocupados"
+    availability = await env.inventario.availability(evento)
+    assert (availability.vendidas, availability.disponibles) == (2, 2)
+
+
+async def test_202_with_location_when_the_saga_outlasts_the_wait(env: Env, js: JetStreamContext, owner: str) -> None:
+    usuario, evento = await env.comprador()
+    cfg = reservas_cfg(f"{owner}-slow", espera_s=0.05)
+    slow_pay = SimulatedPaymentGateway(js, latency_s=0.3)
+    async with api_client(create_app(env.settings, reservas=cfg, pagos=slow_pay)) as slow:
+        resp = await slow.post("/api/reservar", json=reserva(usuario, evento), headers={"Idempotency-Key": key()})
+        assert resp.status_code == 202, resp.text
+        assert resp.json()["estado"] == "pendiente" and resp.json()["en_curso"] is True
+        location = resp.headers["location"]
+        assert location == f"/api/reservas/{resp.json()['id']}"
+
+        async def confirmed() -> bool:
+            return (await slow.get(location)).json()["estado"] == "confirmada"
+
+        await eventually(confirmed)
+
+
+async def test_an_expired_hold_whose_tickets_were_sold_is_rejected_and_voided(
+    env: Env, js: JetStreamContext, owner: str
+) -> None:
+    slow_buyer, evento = await env.comprador(aforo=1)
+    fast_buyer = await env.catalog.usuario()
+    idem = key()
+    cfg = reservas_cfg(f"{owner}-slow", hold_ttl_s=0.3)
+    async with api_client(
+        create_app(env.settings, reservas=cfg, pagos=SimulatedPaymentGateway(js, latency_s=1.5))
+    ) as slow:
+        pending = asyncio.create_task(
+            slow.post("/api/reservar", json=reserva(slow_buyer, evento), headers={"Idempotency-Key": idem})
+        )
+        reserva_id = reserva_id_para(slow_buyer, idem)
+
+        async def held() -> bool:
+            got = await env.client.get(f"/api/reservas/{reserva_id}")
+            return got.status_code == 200 and any(h["paso"] == "hold" for h in got.json()["historial"])
+
+        await eventually(held)
+        await asyncio.sleep(0.4)  # the hold's ttl is 0.3 s; the slow buyer's authorization takes 1.5 s
+        fast = await env.reservar(reserva(fast_buyer, evento), idem=key())
+        assert fast.json()["estado"] == "confirmada"
+        slow_answer = (await pending).json()
+    assert (slow_answer["estado"], slow_answer["motivo"]) == ("rechazada", "reserva_expirada")
+    states = {op.get("estado") for op in await env.pagos.payments_for(reserva_id) if op["tipo"] == "authorize"}
+    assert states == {"voided"}
+    assert (await env.inventario.availability(evento)).vendidas == 1
+
+
+async def test_an_expired_hold_is_reacquired_at_confirm_when_the_tickets_are_free(
+    env: Env, js: JetStreamContext, owner: str
+) -> None:
+    usuario, evento = await env.comprador(aforo=1)
+    cfg = reservas_cfg(f"{owner}-slow", hold_ttl_s=0.2)
+    async with api_client(
+        create_app(env.settings, reservas=cfg, pagos=SimulatedPaymentGateway(js, latency_s=0.5))
+    ) as slow:
+        resp = await slow.post("/api/reservar", json=reserva(usuario, evento), headers={"Idempotency-Key": key()})
+    assert resp.json()["estado"] == "confirmada"
+    assert (await env.inventario.availability(evento)).vendidas == 1
