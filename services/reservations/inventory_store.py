@@ -9,6 +9,7 @@ outcome. One fsync'd write then carries a whole batch: this is what keeps one ho
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections import OrderedDict, deque
@@ -38,6 +39,7 @@ from services.reservations.inventory import (
 )
 
 BUCKET = "INVENTARIO"
+log = logging.getLogger(__name__)
 # Retry by time, not count: an R3 leader election pauses writes for up to ~10 s (measured-here.md).
 RETRY_FOR_S = 20.0
 _KEY = re.compile(r"^[-_=a-zA-Z0-9]+$")
@@ -62,7 +64,7 @@ class _Lane:
 def _transient(err: Exception) -> bool:
     if isinstance(err, APIError):
         return (err.code or 500) >= 500
-    if isinstance(err, nats.errors.ConnectionClosedError):
+    if isinstance(err, nats.errors.ConnectionClosedError | nats.errors.MaxPayloadError):
         return False
     return isinstance(err, nats.errors.Error | asyncio.TimeoutError | OSError)
 
@@ -154,6 +156,9 @@ class JetStreamInventoryStore:
                 if loop.time() < deadline:
                     continue
                 _fail(batch, InventarioNoDisponible("too much contention on this event; retry"))
+            except nats.errors.MaxPayloadError:
+                log.error("inventory of event %s outgrew the server's max_payload", evento_id)
+                _fail(batch, InventarioNoDisponible("this event's inventory document is too large to write"))
             except Exception as err:
                 # An ambiguous failure may have written: reload (idempotent ops replay to the same outcomes).
                 if not _transient(err):

@@ -17,7 +17,9 @@ from services.reservations.inventory import (
     Held,
     HoldLost,
     HoldRequest,
+    InventarioNoDisponible,
     Inventory,
+    Sale,
     SeatsTaken,
     SoldOut,
 )
@@ -197,3 +199,35 @@ async def test_batches_are_bounded(js, clock):
     evento_id = await create_event(js, 1000)
     await asyncio.gather(*(store.hold(hold(evento_id)) for _ in range(60)))
     assert store.stats.ops == 60 and store.stats.largest_batch <= 8 and store.stats.batches >= 8
+
+
+@pytest.mark.slow
+async def test_a_nats_restart_mid_traffic_loses_and_duplicates_nothing(js, store, servers):
+    """Writes in flight during the restart time out ambiguously; the batch is retried by time and replays."""
+    evento_id = await create_event(js, 10_000)
+    outcomes: list[object] = []
+    stop = asyncio.Event()
+
+    async def buyer() -> None:
+        while not stop.is_set():
+            outcomes.append(await store.hold(hold(evento_id)))
+
+    buyers = [asyncio.create_task(buyer()) for _ in range(20)]
+    await asyncio.sleep(0.3)
+    await asyncio.to_thread(servers.restart_nats)
+    await asyncio.sleep(0.5)
+    stop.set()
+    await asyncio.gather(*buyers)
+    assert outcomes and all(isinstance(o, Held) for o in outcomes)
+    assert (await store.availability(evento_id)).retenidas == len(outcomes)
+
+
+async def test_an_inventory_that_outgrows_max_payload_fails_fast_and_clearly(js, store):
+    evento_id = await create_event(js, 10)
+    kv = await js.key_value(BUCKET)
+    base = Inventory(10, vendidas={"r0": Sale("", 1, ())})
+    filler = js._nc.max_payload - 10 - len(base.to_json())
+    await kv.put(evento_id, Inventory(10, vendidas={"r0": Sale("u" * filler, 1, ())}).to_json())
+    with pytest.raises(InventarioNoDisponible, match="too large"):
+        await store.hold(hold(evento_id))
+    assert store.stats.transient_errors == 0
