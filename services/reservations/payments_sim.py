@@ -194,8 +194,8 @@ class SimulatedPaymentGateway:
             if entry is None:
                 raise PaymentPermanentError(f"unknown authorization {auth_id!r}")
             auth, revision = entry
-            if auth["estado"] == target and auth["por"].get(target) == key:
-                break  # we did it before a crash, and never wrote the operation record
+            if auth["estado"] == target and (auth["por"].get(target) == key or tipo == "void"):
+                break  # done before a crash without its operation record (or voided already: nothing to move)
             if auth["estado"] != source:
                 raise PaymentPermanentError(f"cannot {tipo} an authorization that is {auth['estado']}")
             if importe is not None and not 0 < importe <= auth["importe_centimos"]:

@@ -19,6 +19,7 @@ from services.reservations.inventory import (
     HoldRequest,
     InventarioNoDisponible,
     Inventory,
+    InventoryStore,
     Sale,
     SeatsTaken,
     SoldOut,
@@ -51,7 +52,8 @@ async def clock():
 @pytest.fixture
 async def store(js, clock):
     store = await JetStreamInventoryStore.create(js, clock=clock)
-    yield store
+    port: InventoryStore = store  # mypy checks the adapter against the port
+    yield port
     await store.drain()
 
 

@@ -20,6 +20,7 @@ from services.reservations.payments import (
     CardDetails,
     Declined,
     InvalidCard,
+    PaymentGateway,
     PaymentPermanentError,
     PaymentRetryableError,
 )
@@ -38,7 +39,8 @@ async def js(settings):
 
 @pytest.fixture
 def gateway(js):
-    return SimulatedPaymentGateway(js)
+    port: PaymentGateway = SimulatedPaymentGateway(js)  # mypy checks the adapter against the port
+    return port
 
 
 def card(numero: str = OK, vencimiento: str = FUTURE, cvc: str = "123") -> CardDetails:
@@ -141,10 +143,12 @@ async def test_void_then_capture_is_permanent_and_refund_needs_a_capture(gateway
         await gateway.refund(f"{rid}:refund", auth.id, 100)
     await gateway.void(f"{rid}:void", auth.id)
     await gateway.void(f"{rid}:void", auth.id)
+    await gateway.void(f"{rid}:void-again", auth.id)  # voiding a voided authorization moves nothing
     with pytest.raises(PaymentPermanentError, match="voided"):
         await gateway.capture(f"{rid}:capture", auth.id)
     assert [(r["tipo"], r["estado"]) for r in await gateway.payments_for(rid)] == [
         ("authorize", "voided"),
+        ("void", "voided"),
         ("void", "voided"),
     ]
 
