@@ -9,6 +9,7 @@ outcome. One fsync'd write then carries a whole batch: this is what keeps one ho
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -59,6 +60,7 @@ class StoreStats:
 class _Lane:
     queue: deque[Pending] = field(default_factory=deque)
     worker: asyncio.Task[None] | None = None
+    batch: list[Pending] = field(default_factory=list)  # being written now
 
 
 def _transient(err: Exception) -> bool:
@@ -79,7 +81,7 @@ class JetStreamInventoryStore:
         *,
         max_batch: int = 256,
         retry_for_s: float = RETRY_FOR_S,
-        cache_size: int = 1024,
+        cache_size: int = 256,
     ) -> None:
         self.js, self.kv, self.events, self.clock = js, kv, event_store_for_eventos, clock
         self.max_batch, self.retry_for_s, self.cache_size = max_batch, retry_for_s, cache_size
@@ -124,19 +126,23 @@ class JetStreamInventoryStore:
         if lane is None:
             lane = self._lanes[evento_id] = _Lane()
             lane.worker = asyncio.create_task(self._drain_lane(evento_id, lane), name=f"inventory:{evento_id}")
+            lane.worker.add_done_callback(functools.partial(self._worker_done, evento_id, lane))
         lane.queue.append((op, future))
         return await future
 
     async def _drain_lane(self, evento_id: str, lane: _Lane) -> None:
         """One worker per event while it has work; it ends (and the lane goes) as soon as the queue is empty."""
-        try:
-            while lane.queue:
-                batch = [lane.queue.popleft() for _ in range(min(len(lane.queue), self.max_batch))]
-                await self._commit(evento_id, batch)
-        finally:
-            if self._lanes.get(evento_id) is lane:
-                del self._lanes[evento_id]
-            _fail(list(lane.queue), InventarioNoDisponible("the inventory worker stopped; retry"))
+        while lane.queue:
+            lane.batch = [lane.queue.popleft() for _ in range(min(len(lane.queue), self.max_batch))]
+            await self._commit(evento_id, lane.batch)
+            lane.batch = []
+        del self._lanes[evento_id]
+
+    def _worker_done(self, evento_id: str, lane: _Lane, _: asyncio.Task[None]) -> None:
+        """Only matters if the worker was cancelled (shutdown), even before it started: nobody waits forever."""
+        if self._lanes.get(evento_id) is lane:
+            del self._lanes[evento_id]
+        _fail([*lane.batch, *lane.queue], InventarioNoDisponible("the inventory worker stopped; retry"))
 
     async def _commit(self, evento_id: str, batch: list[Pending]) -> None:
         loop = asyncio.get_running_loop()

@@ -233,3 +233,19 @@ async def test_an_inventory_that_outgrows_max_payload_fails_fast_and_clearly(js,
     with pytest.raises(InventarioNoDisponible, match="too large"):
         await store.hold(hold(evento_id))
     assert store.stats.transient_errors == 0
+
+
+@pytest.mark.parametrize("started", [False, True])
+async def test_a_cancelled_worker_fails_its_ops_instead_of_leaving_callers_waiting(js, store, started):
+    evento_id = await create_event(js, 10)
+    calls = [asyncio.ensure_future(store.hold(hold(evento_id))) for _ in range(5)]
+    await asyncio.sleep(0)  # every call is queued; the worker is created but has not run yet
+    worker = store._lanes[evento_id].worker
+    if started:
+        await asyncio.sleep(0)  # now it is inside its first write
+        assert store._lanes[evento_id].batch
+    worker.cancel()
+    results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+    assert all(isinstance(r, InventarioNoDisponible) for r in results)
+    assert not store._lanes
+    assert isinstance(await store.hold(hold(evento_id)), Held)  # a new worker serves the event
