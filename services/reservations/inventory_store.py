@@ -117,6 +117,7 @@ class JetStreamInventoryStore:
         """Wait until every queued op has been written (for shutdown and tests)."""
         while workers := [lane.worker for lane in self._lanes.values() if lane.worker]:
             await asyncio.gather(*workers, return_exceptions=True)
+            await asyncio.sleep(0)  # let done-callbacks of cancelled workers unregister their lanes
 
     async def _submit(self, evento_id: str, op: InventoryOp) -> Any:
         if not _KEY.match(evento_id):
