@@ -45,8 +45,8 @@ typecheck: venv
 bench: venv         ## benchmarks; prints tables (see bench/)
 	$(PY) -m bench.reservations
 
-rebuild: venv       ## drop the Redis read models and rebuild them from the JetStream log
-	$(PY) -m eventflow.rebuild
+rebuild: venv       ## drop the Redis read models and rebuild them from the JetStream log (SERVICES="users events")
+	$(PY) -m eventflow.rebuild $(SERVICES)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
