@@ -6,6 +6,9 @@ import os
 import random
 import signal
 import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +19,7 @@ import pytest
 from eventflow.servers import port_open
 from eventflow.system import ROOT
 from tests.e2e.system import cli, pid_running, state, system_env, url, wait_until_gone
+from tests.utils.servers import Servers
 
 pytestmark = pytest.mark.slow
 HAS_RESERVATIONS = (ROOT / "services" / "reservations" / "main.py").exists()
@@ -148,3 +152,52 @@ def test_detach_fails_with_the_reason_when_a_port_is_taken(tmp_path: Path) -> No
     assert result.returncode != 0
     assert f"{env['EVENTFLOW_GATEWAY_PORT']} for gateway (EVENTFLOW_GATEWAY_PORT)" in result.stderr
     assert not any(pid_running(pid) for pid in all_pids(env))
+
+
+def test_ctrl_c_stops_a_foreground_run_and_exits_0(tmp_path: Path) -> None:
+    env = system_env(tmp_path / "var", EVENTFLOW_SERVICES="gateway")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "eventflow.run"], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while (
+            not (Path(env["EVENTFLOW_VAR_DIR"]) / "run" / "eventflow.json").exists() or state(env)["phase"] != "ready"
+        ):
+            assert run.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        pids = all_pids(env)
+        run.send_signal(signal.SIGINT)
+        output, _ = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0
+    assert "EventFlow is ready" in output and "Ctrl-C stops everything" in output
+    assert wait_until_gone(pids) == []
+    assert state(env)["phase"] == "stopped"
+
+
+def test_external_servers_are_used_and_none_is_started(tmp_path: Path, servers: Servers) -> None:
+    env = system_env(
+        tmp_path / "var",
+        EVENTFLOW_SERVICES="gateway",
+        EVENTFLOW_NATS_URL=servers.nats.url,
+        EVENTFLOW_REDIS_URL=servers.redis.url,
+    )
+    started = cli(env, "--detach")
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        entries = {p["name"]: p for p in state(env)["processes"]}
+        assert entries["nats"]["external"] and entries["nats"]["pid"] is None
+        assert entries["redis"]["url"] == servers.redis.url
+        assert not (Path(env["EVENTFLOW_VAR_DIR"]) / "nats").exists()
+        status = cli(env, "--status")
+        assert status.returncode == 0, status.stdout
+        assert [line.split()[3] for line in status.stdout.splitlines() if line.startswith(("nats", "redis"))] == [
+            "external",
+            "external",
+        ]
+    finally:
+        assert cli(env, "--down").returncode == 0
+    assert servers.nats.proc.poll() is None and servers.redis.proc.poll() is None
