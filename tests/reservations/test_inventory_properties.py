@@ -152,7 +152,7 @@ def check_invariants(inv: Inventory, model: Model) -> None:
         assert inv.por_usuario(user) == model.of(user)
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(st.data())
 def test_random_op_sequences_keep_the_invariants_and_match_the_model(data):
     capacity, sections = data.draw(layouts)
@@ -164,9 +164,11 @@ def test_random_op_sequences_keep_the_invariants_and_match_the_model(data):
         if kind == "hold":
             _, rid, user, (seats, n), ttl, limit = op
             q = HoldRequest(rid, "ev", user, n, seats, ttl, limit)
+            model.expire()
+            replay = rid in model.res and model.res[rid].status in ("held", "sold")  # answered as first asked
             got, expected = inv.hold(q, model.now), model.hold(q)
             assert got == expected, op
-            if isinstance(got, Held) and limit is not None:
+            if isinstance(got, Held) and limit is not None and not replay:
                 assert inv.por_usuario(user) <= limit
         elif kind == "confirm":
             assert inv.confirm(op[1], model.now) == model.confirm(op[1]), op
