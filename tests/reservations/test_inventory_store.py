@@ -4,6 +4,7 @@ expiry, lazy creation from EVENTOS, and group commit actually batching."""
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 
 import pytest
@@ -249,3 +250,17 @@ async def test_a_cancelled_worker_fails_its_ops_instead_of_leaving_callers_waiti
     assert all(isinstance(r, InventarioNoDisponible) for r in results)
     assert not store._lanes
     assert isinstance(await store.hold(hold(evento_id)), Held)  # a new worker serves the event
+
+
+async def test_concurrent_multi_seat_holds_never_share_a_seat_and_are_all_or_nothing(js, store):
+    seats = [f"{s}-{n}" for s in "AB" for n in range(1, 11)]
+    evento_id = await create_event(js, 20, [{"nombre": "A", "asientos": 10}, {"nombre": "B", "asientos": 10}])
+    rng = random.Random(3)
+    requests = [hold(evento_id, n=k, seats=rng.sample(seats, k)) for k in [rng.randint(1, 4) for _ in range(60)]]
+    outcomes = await asyncio.gather(*(store.hold(r) for r in requests))
+    held = [o.asientos for o in outcomes if isinstance(o, Held)]
+    taken = [a for asientos in held for a in asientos]
+    assert len(taken) == len(set(taken)) and held
+    assert all(set(o.asientos) <= set(taken) for o in outcomes if isinstance(o, SeatsTaken))
+    stored = Inventory.from_json((await (await js.key_value(BUCKET)).get(evento_id)).value)
+    assert sorted(a for h in stored.retenidas.values() for a in h.asientos) == sorted(taken)
