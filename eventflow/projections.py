@@ -62,7 +62,11 @@ class ProjectionRunner:
 
     async def stop(self) -> None:
         if self._task:
-            self._task.cancel()
+            # Python 3.11's asyncio.wait_for (inside nats-py) can swallow a cancel that lands just as its
+            # future completes (fixed in 3.12): cancel again until the task has really ended.
+            while not self._task.done():
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=1.0)
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
