@@ -63,6 +63,9 @@ class ReservasSettings(BaseSettings):
     espera_s: float = 5.0  # how long POST waits for an outcome before answering 202 + Location
     hold_ttl_s: float = 120.0
     limite_por_usuario: int | None = 8
+    # The chain's limit pre-check reads the event's whole inventory document (one CP read per request);
+    # the hold enforces the limit atomically either way.
+    precheck_limite: bool = True
     max_por_solicitud: int = 10
     tasa_cargo_bp: int = 500
     cargo_minimo_centimos: int = 50
@@ -92,11 +95,12 @@ def build_chain(
     pagos: PaymentGateway,
     reloj: Reloj = reloj_utc,
 ) -> Manejador:
+    limite = ValidadorDeLimite(inventario, cfg.limite_por_usuario if cfg.precheck_limite else None)
     return encadenar(
         ValidadorDeDatos(cfg.max_por_solicitud),
         ValidadorDeUsuario(usuarios),
         ValidadorDeEvento(eventos, reloj),
-        ValidadorDeLimite(inventario, cfg.limite_por_usuario),
+        limite,
         ValidadorDeInventario(),
         CalculadorDePrecio(cfg.tasa_cargo_bp, cfg.cargo_minimo_centimos),
         TokenizadorDePago(pagos),

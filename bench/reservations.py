@@ -1,0 +1,327 @@
+"""`python -m bench.reservations`: reservations per second on a single node with fsync on every write.
+
+Starts its own nats-server (JetStream, `sync_interval: always`) and redis-server on free ports, the users,
+events and reservations services (and the gateway, if present) as real processes with one uvicorn worker
+each, creates the buyers, then has them all reserve at once with aiohttp. Prints one row per scenario and
+target: confirmed/s, p50/p99 latency, rejected, oversold (sold beyond capacity: must be 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from eventflow.jetstream import connect
+from eventflow.servers import ServerProcess, free_port, start_nats, start_redis
+from services.reservations.inventory_store import JetStreamInventoryStore
+
+ROOT = Path(__file__).resolve().parent.parent
+CARD = {"numero_tarjeta": "4242424242424242", "vencimiento": "12/34", "cvc": "123"}
+
+
+@dataclass
+class Row:
+    scenario: str
+    target: str
+    requests: int
+    confirmed: int
+    rejected: int
+    errors: int
+    elapsed_s: float
+    latencies_ms: list[float]
+    oversold: int
+
+    def cells(self) -> list[str]:
+        lat = sorted(self.latencies_ms)
+        p50 = lat[len(lat) // 2] if lat else 0.0
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0.0
+        rate = self.confirmed / self.elapsed_s if self.elapsed_s else 0.0
+        return [
+            self.scenario,
+            self.target,
+            str(self.requests),
+            f"{rate:.0f}",
+            f"{p50:.0f}",
+            f"{p99:.0f}",
+            str(self.confirmed),
+            str(self.rejected),
+            str(self.errors),
+            str(self.oversold),
+        ]
+
+
+HEADERS = [
+    "scenario",
+    "via",
+    "requests",
+    "confirmed/s",
+    "p50 ms",
+    "p99 ms",
+    "confirmed",
+    "rejected",
+    "errors",
+    "oversold",
+]
+
+
+def table(rows: list[Row]) -> str:
+    cells = [HEADERS, *(r.cells() for r in rows)]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(HEADERS))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+class Services:
+    def __init__(self, tmp: Path, latency_s: float, limit_precheck: bool) -> None:
+        self.tmp = tmp
+        self.latency_s = latency_s
+        self.limit_precheck = limit_precheck
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.servers: list[ServerProcess] = []
+        self.urls: dict[str, str] = {}
+
+    def start(self, with_gateway: bool) -> dict[str, str]:
+        nats = start_nats(free_port(), self.tmp / "nats", self.tmp / "nats.log")
+        self.servers.append(nats)
+        redis = start_redis(free_port(), self.tmp / "redis", self.tmp / "redis.log")
+        self.servers.append(redis)
+        ports = {name: free_port() for name in ("users", "events", "reservations", "gateway")}
+        self.urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        self.env = {
+            **os.environ,
+            "EVENTFLOW_NATS_URL": nats.url,
+            "EVENTFLOW_REDIS_URL": redis.url,
+            "EVENTFLOW_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+            "EVENTFLOW_PSEUDONYM_KEY": base64.b64encode(os.urandom(32)).decode(),
+            "EVENTFLOW_USERS_URL": self.urls["users"],
+            "EVENTFLOW_EVENTS_URL": self.urls["events"],
+            "EVENTFLOW_RESERVATIONS_URL": self.urls["reservations"],
+            "EVENTFLOW_LOG_LEVEL": "WARNING",
+            "EVENTFLOW_PAYMENTS_LATENCY_S": str(self.latency_s),
+            "EVENTFLOW_RESERVAS_INSTANCIA": "bench",
+            "EVENTFLOW_RESERVAS_ESPERA_S": "30",
+            "EVENTFLOW_RATE_LIMIT_PER_S": "0",
+            "EVENTFLOW_RESERVAS_PRECHECK_LIMITE": str(self.limit_precheck).lower(),
+        }
+        names = ["users", "events", "reservations"] + (["gateway"] if with_gateway else [])
+        for name in names:
+            log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+            module = f"services.{name}.main"
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", module, "--port", str(ports[name])],
+                    env=self.env,
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        self.nats_url = nats.url
+        return {name: self.urls[name] for name in names}
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for server in reversed(self.servers):
+            server.stop()
+
+
+async def wait_ready(session: aiohttp.ClientSession, url: str) -> None:
+    for _ in range(600):
+        try:
+            async with session.get(f"{url}/health/ready") as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"{url} did not become ready")
+
+
+async def post(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    async with session.post(url, json=body) as resp:
+        assert resp.status == 201, await resp.text()
+        doc: dict[str, Any] = await resp.json()
+        return doc
+
+
+async def make_buyers(session: aiohttp.ClientSession, users_url: str, n: int) -> list[str]:
+    gate = asyncio.Semaphore(32)
+
+    async def one() -> str:
+        tag = uuid.uuid4().hex[:10]
+        body = {
+            "tipo_documento": "Pasaporte",
+            "nro_documento": f"P{uuid.uuid4().int % 10**8:08d}",
+            "nombre": f"Bench{tag}",
+            "apellido": f"Buyer{tag}",
+            "email": f"bench.{tag}@ejemplo.com",
+        }
+        async with gate:
+            return str((await post(session, f"{users_url}/api/usuarios", body))["id"])
+
+    return list(await asyncio.gather(*(one() for _ in range(n))))
+
+
+async def make_event(session: aiohttp.ClientSession, events_url: str, aforo: int) -> str:
+    body = {
+        "nombre": f"Bench {uuid.uuid4().hex[:6]}",
+        "descripcion": "benchmark",
+        "fecha": "2031-01-01T21:00:00+00:00",
+        "lugar": "Estadio",
+        "aforo_total": aforo,
+        "precio": 30.0,
+        "categoria": "Musica",
+    }
+    return str((await post(session, f"{events_url}/api/eventos", body))["id"])
+
+
+async def run_scenario(
+    session: aiohttp.ClientSession,
+    name: str,
+    target: str,
+    base_url: str,
+    buyers: list[str],
+    events: list[str],
+    per_buyer: int,
+    capacity_each: int,
+    inventory: JetStreamInventoryStore,
+) -> Row:
+    latencies: list[float] = []
+    counts = {"confirmed": 0, "rejected": 0, "errors": 0}
+
+    async def buyer(usuario: str) -> None:
+        for _ in range(per_buyer):
+            body = {"usuario_id": usuario, "evento_id": random.choice(events), "cantidad": 1, "pago": CARD}
+            started = time.perf_counter()
+            try:
+                async with session.post(
+                    f"{base_url}/api/reservar", json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
+                ) as resp:
+                    doc = await resp.json(content_type=None)
+                    status = resp.status
+            except (aiohttp.ClientError, TimeoutError):
+                counts["errors"] += 1
+                continue
+            latencies.append((time.perf_counter() - started) * 1000)
+            if status == 201 and doc.get("estado") == "confirmada":
+                counts["confirmed"] += 1
+            elif status in (201, 409):
+                counts["rejected"] += 1
+            else:
+                counts["errors"] += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(buyer(b) for b in buyers))
+    elapsed = time.perf_counter() - started
+    sold = 0
+    oversold = 0
+    for evento in events:
+        availability = await inventory.availability(evento)
+        sold += availability.vendidas
+        oversold += max(0, availability.vendidas + availability.retenidas - capacity_each)
+    if sold != counts["confirmed"]:
+        counts["errors"] += abs(sold - counts["confirmed"])  # a confirmation the client never saw
+    return Row(
+        name, target, len(buyers) * per_buyer, **counts, elapsed_s=elapsed, latencies_ms=latencies, oversold=oversold
+    )
+
+
+async def bench(args: argparse.Namespace) -> list[Row]:
+    with_gateway = (ROOT / "services" / "gateway" / "main.py").exists() and not args.direct_only
+    with tempfile.TemporaryDirectory(prefix="eventflow-bench-") as tmp:
+        services = Services(Path(tmp), args.latency, not args.no_limit_precheck)
+        try:
+            urls = services.start(with_gateway)
+            connector = aiohttp.TCPConnector(limit=0)
+            timeout = aiohttp.ClientTimeout(total=60)
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+                for url in urls.values():
+                    await wait_ready(session, url)
+                nc = await connect(services.nats_url, "bench")
+                inventory = await JetStreamInventoryStore.create(nc.jetstream(timeout=10))
+                buyers = await make_buyers(session, urls["users"], args.buyers)
+                targets = {"direct": urls["reservations"]}
+                if with_gateway:
+                    targets["gateway"] = urls["gateway"]
+                total = args.buyers * args.per_buyer
+                rows: list[Row] = []
+                for target, base in targets.items():
+                    warm = await make_event(session, urls["events"], 10_000)
+                    await run_scenario(session, "warm-up", target, base, buyers[:50], [warm], 1, 10_000, inventory)
+                    hot_capacity = int(total * 0.8)  # over-demand: 20 % must be refused, none oversold
+                    hot = await make_event(session, urls["events"], hot_capacity)
+                    rows.append(
+                        await run_scenario(
+                            session, "1 hot event", target, base, buyers, [hot], args.per_buyer, hot_capacity, inventory
+                        )
+                    )
+                    per_event = max(1, int(total * 0.8 / args.events))
+                    many = [await make_event(session, urls["events"], per_event) for _ in range(args.events)]
+                    rows.append(
+                        await run_scenario(
+                            session,
+                            f"{args.events} events",
+                            target,
+                            base,
+                            buyers,
+                            many,
+                            args.per_buyer,
+                            per_event,
+                            inventory,
+                        )
+                    )
+                await nc.drain()
+                return rows
+        finally:
+            services.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--buyers", type=int, default=200, help="concurrent buyers")
+    parser.add_argument("--per-buyer", type=int, default=5, help="reservations each buyer makes, one after another")
+    parser.add_argument("--events", type=int, default=100, help="events in the second scenario")
+    parser.add_argument("--latency", type=float, default=0.0, help="payment simulator latency per call (s)")
+    parser.add_argument("--direct-only", action="store_true", help="skip the gateway")
+    parser.add_argument(
+        "--no-limit-precheck",
+        action="store_true",
+        help="drop the chain's per-user limit read (the hold still enforces it)",
+    )
+    args = parser.parse_args()
+    rows = asyncio.run(bench(args))
+    print()
+    print(
+        f"Settings: nats-server single node, JetStream file store, sync_interval: always; redis AOF everysec; "
+        f"1 uvicorn worker per service; {args.buyers} concurrent buyers x {args.per_buyer} reservations of 1 "
+        f"ticket; capacity = 80 % of demand; payment latency {args.latency}s; chain limit pre-check {'off' if args.no_limit_precheck else 'on'}; load generator on the same "
+        f"machine ({os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()})."
+    )
+    print()
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
