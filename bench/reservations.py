@@ -311,12 +311,14 @@ def main() -> None:
         help="drop the chain's per-user limit read (the hold still enforces it)",
     )
     args = parser.parse_args()
+    precheck = "off" if args.no_limit_precheck else "on"
     rows = asyncio.run(bench(args))
     print()
     print(
         f"Settings: nats-server single node, JetStream file store, sync_interval: always; redis AOF everysec; "
         f"1 uvicorn worker per service; {args.buyers} concurrent buyers x {args.per_buyer} reservations of 1 "
-        f"ticket; capacity = 80 % of demand; payment latency {args.latency}s; chain limit pre-check {'off' if args.no_limit_precheck else 'on'}; load generator on the same "
+        f"ticket; capacity = 80 % of demand; payment latency {args.latency}s; chain limit pre-check {precheck}; "
+        f"load generator on the same "
         f"machine ({os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()})."
     )
     print()
