@@ -81,9 +81,7 @@ def test_every_broken_rule_is_reported_at_once():
 
 
 def test_zero_price_trailing_zeros_and_past_sales_start_are_fine():
-    evento = nuevo_evento(
-        command(precio=Decimal("0"), venta_desde="2027-01-01T00:00:00Z"), "e1", NOW
-    )
+    evento = nuevo_evento(command(precio=Decimal("0"), venta_desde="2027-01-01T00:00:00Z"), "e1", NOW)
     assert evento.precio_centimos == 0 and evento.venta_desde == datetime(2027, 1, 1, tzinfo=UTC)
     assert nuevo_evento(command(precio=Decimal("19.990")), "e1", NOW).precio_centimos == 1999
 
