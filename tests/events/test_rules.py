@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def command(**overrides) -> CrearEvento:
-    values = {
+    values: dict[str, Any] = {
         "nombre": "  Concierto  ",
         "fecha": "2027-04-01T21:00:00-03:00",
         "lugar": "Teatro Solís",
