@@ -1,0 +1,118 @@
+"""HTTP API of the users service: thin; builds commands, calls the handler or a view, shapes responses."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, Field
+from redis.asyncio import Redis
+
+from eventflow.responses import JsonResponse
+from services.users import handlers, views
+from services.users.documentos import TipoDocumento
+from services.users.domain import RegistrarUsuario, Usuario
+
+MAX_AGE_S = 5
+router = APIRouter(prefix="/api/usuarios", tags=["usuarios"])
+
+
+class UsuarioNuevo(BaseModel):
+    """Only types and sizes here; the registration rules (formats, check digits) live in the domain."""
+
+    tipo_documento: TipoDocumento
+    nro_documento: str = Field(max_length=64, examples=["12.345.678"])
+    nombre: str = Field(max_length=400)
+    apellido: str = Field(max_length=400)
+    email: str = Field(max_length=400, json_schema_extra={"format": "email"})
+
+
+class Compra(BaseModel):
+    reserva_id: str
+    evento_id: str
+    cantidad: int
+    asientos: list[str]
+    importe: float
+    fecha: str
+    estado: str
+    cancelada_en: str | None = None
+    importe_reembolsado: float | None = None
+
+
+class UsuarioPublico(BaseModel):
+    id: str
+    tipo_documento: TipoDocumento
+    nro_documento: str
+    nombre: str
+    apellido: str
+    email: str
+    registrado_en: str
+    historial_compras: list[Compra]
+    historial_url: str
+
+
+class Historial(BaseModel):
+    usuario_id: str
+    pagina: int
+    tamano: int
+    total: int
+    compras: list[Compra]
+
+
+def get_deps(request: Request) -> handlers.Dependencias:
+    deps: handlers.Dependencias = request.app.state.deps
+    return deps
+
+
+def get_redis(request: Request) -> Redis:
+    redis: Redis = request.app.state.redis
+    return redis
+
+
+Deps = Annotated[handlers.Dependencias, Depends(get_deps)]
+RedisDep = Annotated[Redis, Depends(get_redis)]
+
+
+def publico(usuario: Usuario) -> dict[str, Any]:
+    return {
+        "id": usuario.id,
+        "tipo_documento": usuario.tipo_documento.value,
+        **usuario.personal_data(),
+        "registrado_en": usuario.registrado_en,
+        "historial_compras": [],
+        "historial_url": views.historial_url(usuario.id),
+    }
+
+
+def cacheable(request: Request, body: dict[str, Any], etag: str) -> Response:
+    """Short-lived and private: these documents carry personal data, so no shared cache may keep them."""
+    headers = {"ETag": etag, "Cache-Control": f"private, max-age={MAX_AGE_S}"}
+    wanted = {tag.strip().removeprefix("W/") for tag in request.headers.get("if-none-match", "").split(",")}
+    if etag in wanted or "*" in wanted:
+        return Response(status_code=304, headers=headers)
+    return Response(orjson.dumps(body), media_type="application/json", headers=headers)
+
+
+@router.post("", status_code=201, response_model=UsuarioPublico)
+async def registrar(body: UsuarioNuevo, deps: Deps) -> Response:
+    usuario = await handlers.registrar_usuario(RegistrarUsuario(**body.model_dump()), deps)
+    return JsonResponse(publico(usuario), status_code=201, headers={"Location": f"/api/usuarios/{usuario.id}"})
+
+
+@router.get("/{usuario_id}", response_model=UsuarioPublico)
+async def obtener(usuario_id: str, request: Request, deps: Deps, redis: RedisDep) -> Response:
+    body, etag = await views.usuario(redis, deps.data_keys, usuario_id)
+    return cacheable(request, body, etag)
+
+
+@router.get("/{usuario_id}/historial", response_model=Historial)
+async def historial(
+    usuario_id: str,
+    request: Request,
+    redis: RedisDep,
+    pagina: Annotated[int, Query(ge=1, le=10_000)] = 1,
+    tamano: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> Response:
+    body, etag = await views.historial(redis, usuario_id, pagina, tamano)
+    return cacheable(request, body, etag)

@@ -1,0 +1,84 @@
+"""Composition root of the users service: real adapters by default, overridable by tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from eventflow.claims import UniquenessClaims
+from eventflow.config import Settings
+from eventflow.eventstore import EventStore
+from eventflow.jetstream import RESERVAS, USUARIOS, StreamSpec, ensure_bucket
+from eventflow.projections import Projection
+from eventflow.runtime import Infrastructure
+from eventflow.web import ReadyCheck
+from eventflow.web import create_app as create_web_app
+from services.users import api, handlers
+from services.users.privacy import KEYS_BUCKET, DataKeys
+from services.users.projections import HistorialProjection, UsuariosProjection
+from services.users.unicidad import STALE_AFTER_S, Unicidad
+
+CLAIMS_BUCKET = "USER_CLAIMS"
+
+
+def read_models() -> list[tuple[StreamSpec, Projection]]:
+    return [(USUARIOS, UsuariosProjection()), (RESERVAS, HistorialProjection())]
+
+
+def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
+    """Overrides: `claim_stale_after`, `write_deadline` (seconds), `event_store` (an EventLog)."""
+    settings = settings or Settings()
+    infra: list[Infrastructure] = []
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        connected = await Infrastructure.connect(settings, "users", (USUARIOS, RESERVAS))
+        infra.append(connected)
+        try:
+            app.state.deps = await _dependencies(connected, overrides)
+            app.state.redis = connected.redis
+            app.state.runners = {r.projection.name: r for r in connected.runners}
+            connected.start_projections()
+            yield
+        finally:
+            await connected.close()
+            infra.clear()
+
+    def check(name: str) -> ReadyCheck:
+        async def run() -> None:
+            if not infra:
+                raise RuntimeError("not started")
+            await infra[0].ready_checks()[name]()
+
+        return run
+
+    app = create_web_app("EventFlow users", lifespan, {"nats": check("nats"), "redis": check("redis")})
+    app.include_router(api.router)
+    return app
+
+
+async def _dependencies(infra: Infrastructure, overrides: dict[str, Any]) -> handlers.Dependencias:
+    settings = infra.settings
+    store = EventStore(infra.js, USUARIOS)
+    claims = UniquenessClaims(await ensure_bucket(infra.js, CLAIMS_BUCKET, settings.replicas))
+    keys_kv = await ensure_bucket(infra.js, KEYS_BUCKET, settings.replicas)
+
+    async def appeared(usuario_id: str) -> bool:
+        events, _ = await store.load(usuario_id)
+        return bool(events)
+
+    runners = [infra.project(stream, projection) for stream, projection in read_models()]
+    deps = handlers.Dependencias(
+        store=overrides.get("event_store", store),
+        unicidad=Unicidad(claims, appeared, overrides.get("claim_stale_after", STALE_AFTER_S)),
+        data_keys=DataKeys(keys_kv, infra.redis, infra.key_ring()),
+        pseudonyms=infra.pseudonymizer(),
+        usuarios=runners[0],
+        read_your_writes_timeout=settings.read_your_writes_timeout,
+    )
+    if "write_deadline" in overrides:
+        deps.write_deadline = overrides["write_deadline"]
+    return deps

@@ -1,0 +1,67 @@
+"""Where personal data is sealed and opened: one data key per user, fields under AES-256-GCM.
+
+The wrapped data key lives in the USER_KEYS bucket (the truth), never in the immutable event, so deleting
+it later makes every stored copy of that user's data unreadable (crypto-shredding). Reads keep a wrapped
+copy in Redis for a while, so a warm GET needs no round trip to the CP side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+from redis.asyncio import Redis
+
+from eventflow.crypto import FieldCipher, KeyRing
+from services.users.domain import PERSONAL_FIELDS
+
+KEYS_BUCKET = "USER_KEYS"
+CACHE_TTL_S = 3600  # an erasure deletes the cache too; the TTL bounds what a missed delete leaves
+
+
+def cache_key(usuario_id: str) -> str:
+    return f"usuarios:clave:{usuario_id}"
+
+
+class DataKeys:
+    def __init__(self, kv: KeyValue, redis: Redis, ring: KeyRing) -> None:
+        self.kv = kv
+        self.redis = redis
+        self.ring = ring
+
+    async def create(self, usuario_id: str) -> bytes:
+        """A fresh data key for a new user, stored wrapped before anything is sealed with it."""
+        dek, wrapped = self.ring.new_data_key()
+        await self.kv.create(usuario_id, wrapped.encode())
+        return dek
+
+    async def get(self, usuario_id: str, cached: str | None = None) -> bytes | None:
+        """The user's data key; None when it does not exist (never created, or erased)."""
+        if cached:
+            return self.ring.unwrap(cached)
+        try:
+            entry = await self.kv.get(usuario_id)
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        wrapped = entry.value.decode()
+        await self.redis.set(cache_key(usuario_id), wrapped, ex=CACHE_TTL_S)
+        return self.ring.unwrap(wrapped)
+
+    async def delete(self, usuario_id: str) -> None:
+        """Compensation for a registration that did not happen (and, later, erasure)."""
+        with contextlib.suppress(KeyNotFoundError, KeyWrongLastSequenceError):
+            await self.kv.purge(usuario_id)
+        await self.redis.delete(cache_key(usuario_id))
+
+
+def seal(dek: bytes, usuario_id: str, personal: dict[str, str]) -> dict[str, str]:
+    cipher = FieldCipher(dek, usuario_id)
+    return {field: cipher.seal(field, personal[field]) for field in PERSONAL_FIELDS}
+
+
+def open_sealed(dek: bytes, usuario_id: str, sealed: dict[str, str]) -> dict[str, str]:
+    cipher = FieldCipher(dek, usuario_id)
+    return {field: cipher.open(field, sealed[field]) for field in PERSONAL_FIELDS}

@@ -1,0 +1,109 @@
+"""The users read models in Redis: the user documents (from USUARIOS) and purchase histories (from RESERVAS).
+
+The two live in different keys so neither projection depends on the order between the two streams: a
+purchase may be projected before its buyer's document and the GET still joins them correctly.
+Personal fields stay sealed here; only the service, holding the data key, opens them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from eventflow.contracts import RESERVA_CANCELADA, RESERVA_CONFIRMADA, USUARIO_REGISTRADO
+from eventflow.eventstore import StoredEvent
+
+RECIENTES_MAX = 20
+
+
+def doc_key(usuario_id: str) -> str:
+    return f"usuarios:doc:{usuario_id}"
+
+
+def historial_key(usuario_id: str) -> str:
+    """Hash reserva_id -> purchase (JSON): the full history."""
+    return f"usuarios:historial:{usuario_id}"
+
+
+def orden_key(usuario_id: str) -> str:
+    """Sorted set reserva_id by stream sequence: the history's order, for paging."""
+    return f"usuarios:historial-orden:{usuario_id}"
+
+
+def recientes_key(usuario_id: str) -> str:
+    """The last RECIENTES_MAX purchases, newest first, ready to embed in the user document."""
+    return f"usuarios:recientes:{usuario_id}"
+
+
+class UsuariosProjection:
+    name: str = "usuarios"
+    key_patterns: tuple[str, ...] = ("usuarios:doc:*",)
+
+    async def apply(self, event: StoredEvent, redis: Redis, tx: Pipeline) -> None:
+        if event.type != USUARIO_REGISTRADO:
+            return
+        data = event.data
+        doc = {
+            "id": event.aggregate_id,
+            "tipo_documento": data["tipo_documento"],
+            "cifrado": data["cifrado"],
+            "registrado_en": data["registrado_en"],
+        }
+        tx.set(doc_key(event.aggregate_id), orjson.dumps(doc))
+
+
+def compra(data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "reserva_id": data["reserva_id"],
+        "evento_id": data["evento_id"],
+        "cantidad": data["cantidad"],
+        "asientos": data["asientos"],
+        "importe": data["importe_centimos"] / 100,
+        "fecha": data["confirmada_en"],
+        "estado": "confirmada",
+    }
+
+
+def cancelada(previa: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """Cancelled purchases stay in the history (it is a record), marked, with what was refunded."""
+    return {
+        **previa,
+        "estado": "cancelada",
+        "cancelada_en": data["cancelada_en"],
+        "importe_reembolsado": data["importe_reembolsado_centimos"] / 100,
+    }
+
+
+class HistorialProjection:
+    name: str = "usuarios-historial"
+    key_patterns: tuple[str, ...] = ("usuarios:historial:*", "usuarios:historial-orden:*", "usuarios:recientes:*")
+
+    async def apply(self, event: StoredEvent, redis: Redis, tx: Pipeline) -> None:
+        data = event.data
+        if event.type == RESERVA_CONFIRMADA:
+            entry = compra(data)
+            tx.zadd(orden_key(data["usuario_id"]), {entry["reserva_id"]: event.seq})
+        elif event.type == RESERVA_CANCELADA:
+            stored = await redis.hget(historial_key(data["usuario_id"]), data["reserva_id"])
+            if stored is None:
+                return  # never confirmed: not a purchase
+            entry = cancelada(orjson.loads(stored), data)
+        else:
+            return
+        usuario_id = data["usuario_id"]
+        tx.hset(historial_key(usuario_id), entry["reserva_id"], orjson.dumps(entry))
+        await self._update_recientes(usuario_id, entry, redis, tx, new=event.type == RESERVA_CONFIRMADA)
+
+    @staticmethod
+    async def _update_recientes(usuario_id: str, entry: dict[str, Any], redis: Redis, tx: Pipeline, new: bool) -> None:
+        """Only this projection writes these keys and the runner serializes it, so read-modify-write is safe."""
+        raw = await redis.get(recientes_key(usuario_id))
+        recientes: list[dict[str, Any]] = orjson.loads(raw) if raw else []
+        if new:
+            recientes = [entry, *(c for c in recientes if c["reserva_id"] != entry["reserva_id"])]
+        else:
+            recientes = [entry if c["reserva_id"] == entry["reserva_id"] else c for c in recientes]
+        tx.set(recientes_key(usuario_id), orjson.dumps(recientes[:RECIENTES_MAX]))

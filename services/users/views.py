@@ -1,0 +1,81 @@
+"""The read side: user documents and purchase histories, straight from the Redis read model.
+
+Eventually consistent (AP): a read sees every event its projection has applied; a client's own
+registration is there as soon as the POST answered (the write waits for its projection).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from services.users import projections as keys
+from services.users.domain import UsuarioNoEncontrado, es_id
+from services.users.privacy import DataKeys, cache_key, open_sealed
+
+Lectura = tuple[dict[str, Any], str]  # (body, ETag)
+
+
+def historial_url(usuario_id: str) -> str:
+    return f"/api/usuarios/{usuario_id}/historial"
+
+
+def etag(*parts: str | bytes | None) -> str:
+    """A strong validator from what is stored (ciphertext for users, never a hash of personal data)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        digest.update(part.encode() if isinstance(part, str) else (part or b""))
+        digest.update(b"\x00")
+    return f'"{digest.hexdigest()}"'
+
+
+async def usuario(redis: Redis, data_keys: DataKeys, usuario_id: str) -> Lectura:
+    """The decrypted user with its recent purchases embedded; one Redis round trip when warm."""
+    if not es_id(usuario_id):
+        raise UsuarioNoEncontrado(usuario_id)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(keys.doc_key(usuario_id))
+        pipe.get(keys.recientes_key(usuario_id))
+        pipe.get(cache_key(usuario_id))
+        raw_doc, raw_recientes, wrapped = await pipe.execute()
+    if raw_doc is None:
+        raise UsuarioNoEncontrado(usuario_id)
+    dek = await data_keys.get(usuario_id, cached=wrapped)
+    if dek is None:  # the data key is gone: the user was erased
+        raise UsuarioNoEncontrado(usuario_id)
+    doc = orjson.loads(raw_doc)
+    body = {
+        "id": usuario_id,
+        "tipo_documento": doc["tipo_documento"],
+        **open_sealed(dek, usuario_id, doc["cifrado"]),
+        "registrado_en": doc["registrado_en"],
+        "historial_compras": orjson.loads(raw_recientes) if raw_recientes else [],
+        "historial_url": historial_url(usuario_id),
+    }
+    return body, etag(raw_doc, raw_recientes)
+
+
+async def historial(redis: Redis, usuario_id: str, pagina: int, tamano: int) -> Lectura:
+    """One page of the full purchase history, newest first."""
+    if not es_id(usuario_id):
+        raise UsuarioNoEncontrado(usuario_id)
+    start = (pagina - 1) * tamano
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.exists(keys.doc_key(usuario_id))
+        pipe.zcard(keys.orden_key(usuario_id))
+        pipe.zrevrange(keys.orden_key(usuario_id), start, start + tamano - 1)
+        exists, total, ids = await pipe.execute()
+    if not exists:
+        raise UsuarioNoEncontrado(usuario_id)
+    compras = await redis.hmget(keys.historial_key(usuario_id), ids) if ids else []
+    body = {
+        "usuario_id": usuario_id,
+        "pagina": pagina,
+        "tamano": tamano,
+        "total": total,
+        "compras": [orjson.loads(c) for c in compras if c is not None],
+    }
+    return body, etag(orjson.dumps(body))
