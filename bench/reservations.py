@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,8 +88,9 @@ def table(rows: list[Row]) -> str:
 
 
 class Services:
-    def __init__(self, tmp: Path, latency_s: float, limit_precheck: bool) -> None:
+    def __init__(self, tmp: Path, latency_s: float, limit_precheck: bool, processor_nats: bool) -> None:
         self.tmp = tmp
+        self.processor_nats = processor_nats
         self.latency_s = latency_s
         self.limit_precheck = limit_precheck
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -98,6 +100,9 @@ class Services:
     def start(self, with_gateway: bool) -> dict[str, str]:
         nats = start_nats(free_port(), self.tmp / "nats", self.tmp / "nats.log")
         self.servers.append(nats)
+        if self.processor_nats:
+            processor = start_nats(free_port(), self.tmp / "processor", self.tmp / "processor.log")
+            self.servers.append(processor)
         redis = start_redis(free_port(), self.tmp / "redis", self.tmp / "redis.log")
         self.servers.append(redis)
         ports = {name: free_port() for name in ("users", "events", "reservations", "gateway")}
@@ -118,6 +123,8 @@ class Services:
             "EVENTFLOW_RATE_LIMIT_PER_S": "0",
             "EVENTFLOW_RESERVAS_PRECHECK_LIMITE": str(self.limit_precheck).lower(),
         }
+        if self.processor_nats:
+            self.env["EVENTFLOW_PAYMENTS_NATS_URL"] = processor.url
         names = ["users", "events", "reservations"] + (["gateway"] if with_gateway else [])
         for name in names:
             log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
@@ -210,6 +217,7 @@ async def run_scenario(
 ) -> Row:
     latencies: list[float] = []
     counts = {"confirmed": 0, "rejected": 0, "errors": 0}
+    odd: Counter[str] = Counter()
 
     async def buyer(usuario: str) -> None:
         for _ in range(per_buyer):
@@ -221,8 +229,9 @@ async def run_scenario(
                 ) as resp:
                     doc = await resp.json(content_type=None)
                     status = resp.status
-            except (aiohttp.ClientError, TimeoutError):
+            except (aiohttp.ClientError, TimeoutError) as err:
                 counts["errors"] += 1
+                odd[type(err).__name__] += 1
                 continue
             latencies.append((time.perf_counter() - started) * 1000)
             if status == 201 and doc.get("estado") == "confirmada":
@@ -231,6 +240,7 @@ async def run_scenario(
                 counts["rejected"] += 1
             else:
                 counts["errors"] += 1
+                odd[f"{status} {doc.get('estado') or doc.get('title')}"] += 1
 
     started = time.perf_counter()
     await asyncio.gather(*(buyer(b) for b in buyers))
@@ -241,6 +251,8 @@ async def run_scenario(
         availability = await inventory.availability(evento)
         sold += availability.vendidas
         oversold += max(0, availability.vendidas + availability.retenidas - capacity_each)
+    if odd:
+        print(f"  {name} via {target}: unexpected answers {dict(odd)}", file=sys.stderr)
     if sold != counts["confirmed"]:
         counts["errors"] += abs(sold - counts["confirmed"])  # a confirmation the client never saw
     return Row(
@@ -251,7 +263,7 @@ async def run_scenario(
 async def bench(args: argparse.Namespace) -> list[Row]:
     with_gateway = (ROOT / "services" / "gateway" / "main.py").exists() and not args.direct_only
     with tempfile.TemporaryDirectory(prefix="eventflow-bench-") as tmp:
-        services = Services(Path(tmp), args.latency, not args.no_limit_precheck)
+        services = Services(Path(tmp), args.latency, not args.no_limit_precheck, args.processor_nats)
         try:
             urls = services.start(with_gateway)
             connector = aiohttp.TCPConnector(limit=0)
@@ -310,6 +322,9 @@ def main() -> None:
         action="store_true",
         help="drop the chain's per-user limit read (the hold still enforces it)",
     )
+    parser.add_argument(
+        "--processor-nats", action="store_true", help="the payment simulator's ledger on its own nats-server"
+    )
     args = parser.parse_args()
     precheck = "off" if args.no_limit_precheck else "on"
     rows = asyncio.run(bench(args))
@@ -318,6 +333,7 @@ def main() -> None:
         f"Settings: nats-server single node, JetStream file store, sync_interval: always; redis AOF everysec; "
         f"1 uvicorn worker per service; {args.buyers} concurrent buyers x {args.per_buyer} reservations of 1 "
         f"ticket; capacity = 80 % of demand; payment latency {args.latency}s; chain limit pre-check {precheck}; "
+        f"simulator ledger on {'its own' if args.processor_nats else 'the same'} nats-server; "
         f"load generator on the same "
         f"machine ({os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()})."
     )

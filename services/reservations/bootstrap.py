@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from eventflow.config import Settings
 from eventflow.eventstore import EventStore
 from eventflow.http import client_session
-from eventflow.jetstream import RESERVAS, StreamSpec, ensure_bucket
+from eventflow.jetstream import RESERVAS, StreamSpec, connect, ensure_bucket
 from eventflow.projections import Projection
 from eventflow.runtime import Infrastructure
 from eventflow.web import ReadyCheck
@@ -85,6 +85,9 @@ class PaymentsSimSettings(BaseSettings):
 
     latency_s: float = 0.0
     failure_rate: float = 0.0
+    # The simulated processor's ledger is the processor's state, not ours: it may live on its own NATS
+    # (as a real processor's would), so it does not share our fsync budget. Default: our NATS.
+    nats_url: str | None = None
 
 
 def build_chain(
@@ -139,7 +142,11 @@ def create_app(
         session = client_session()
         inv = inventario or await JetStreamInventoryStore.create(infra.js, replicas=settings.replicas)
         sim = PaymentsSimSettings()
-        pay = pagos or SimulatedPaymentGateway(infra.js, sim.latency_s, sim.failure_rate, replicas=settings.replicas)
+        processor_nc = await connect(sim.nats_url, "payments-sim") if sim.nats_url and pagos is None else None
+        processor_js = processor_nc.jetstream(timeout=5.0) if processor_nc else infra.js
+        pay = pagos or SimulatedPaymentGateway(
+            processor_js, sim.latency_s, sim.failure_rate, replicas=settings.replicas
+        )
         store = SagaStore(await ensure_bucket(infra.js, BUCKET, settings.replicas))
 
         async def count_intervention(saga: Saga) -> None:
@@ -176,6 +183,8 @@ def create_app(
             if drain is not None:
                 await drain()
             await session.close()
+            if processor_nc is not None:
+                await processor_nc.drain()
             await infra.close()
 
     app = create_base_app("EventFlow reservations", lifespan, checks)
