@@ -66,7 +66,7 @@ class ProjectionRunner:
             # future completes (fixed in 3.12): cancel again until the task has really ended.
             while not self._task.done():
                 self._task.cancel()
-                await asyncio.wait({self._task}, timeout=1.0)
+                await asyncio.wait({self._task}, timeout=0.1)
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
