@@ -1,0 +1,36 @@
+"""Distinctive, valid registration data: random enough that a grep of raw files cannot match by chance."""
+
+from __future__ import annotations
+
+import random
+import string
+import uuid
+from typing import Any
+
+from services.users.documentos import cedula_check_digit
+
+
+def letras(n: int = 12) -> str:
+    return random.choice(string.ascii_uppercase) + "".join(random.choices(string.ascii_lowercase, k=n - 1))
+
+
+def dni() -> str:
+    return str(random.randint(10_000_000, 99_999_999))
+
+
+def cedula() -> str:
+    """A valid Uruguayan cédula: 7 digits and their check digit."""
+    body = str(random.randint(1_000_000, 9_999_999))
+    return body + str(cedula_check_digit(body))
+
+
+def usuario(**overrides: Any) -> dict[str, Any]:
+    body = {
+        "tipo_documento": "DNI",
+        "nro_documento": dni(),
+        "nombre": letras(),
+        "apellido": letras(),
+        "email": f"{letras(10).lower()}.{uuid.uuid4().hex[:8]}@ejemplo-{letras(6).lower()}.com",
+    }
+    body.update(overrides)
+    return body
