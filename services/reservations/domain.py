@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -146,14 +146,16 @@ class Saga:
         self.actualizada_en = ahora_iso()
 
     def to_doc(self) -> dict[str, Any]:
-        doc = asdict(self)
-        doc.pop("revision")
-        return doc
+        """Shallow on purpose (orjson serializes the nested lists and dicts): written several times per saga."""
+        return {name: getattr(self, name) for name in _DOC_FIELDS}
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any], revision: int) -> Saga:
         doc = dict(doc, estado=Estado(doc["estado"]), fase=Fase(doc["fase"]))
         return cls(**doc, revision=revision)
+
+
+_DOC_FIELDS = tuple(f.name for f in fields(Saga) if f.name != "revision")
 
 
 class PasoFallido(Exception):
