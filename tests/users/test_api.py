@@ -170,3 +170,11 @@ async def test_health_endpoints(client):
     ready = await client.get("/health/ready")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"nats": "ok", "redis": "ok"}
+
+
+async def test_a_user_whose_data_key_is_gone_reads_as_not_found(app, client):
+    """Crypto-shredding: with the wrapped key deleted, the sealed document in Redis and the log is unreadable."""
+    created = (await client.post("/api/usuarios", json=factories.usuario())).json()
+    assert (await client.get(f"/api/usuarios/{created['id']}")).status_code == 200  # fills the key cache
+    await app.state.deps.data_keys.delete(created["id"])
+    assert (await client.get(f"/api/usuarios/{created['id']}")).status_code == 404
