@@ -19,6 +19,7 @@ from eventflow.web import create_app as create_web_app
 from services.users import api, handlers
 from services.users.privacy import KEYS_BUCKET, DataKeys
 from services.users.projections import HistorialProjection, UsuariosProjection
+from services.users.reconcile import Reconciler
 from services.users.unicidad import STALE_AFTER_S, Unicidad
 
 CLAIMS_BUCKET = "USER_CLAIMS"
@@ -44,6 +45,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
             connected.start_projections()
             yield
         finally:
+            if hasattr(app.state, "deps"):
+                await app.state.deps.reconciler.close()
             await connected.close()
             infra.clear()
 
@@ -66,17 +69,21 @@ async def _dependencies(infra: Infrastructure, overrides: dict[str, Any]) -> han
     claims = UniquenessClaims(await ensure_bucket(infra.js, CLAIMS_BUCKET, settings.replicas))
     keys_kv = await ensure_bucket(infra.js, KEYS_BUCKET, settings.replicas)
 
+    event_log: handlers.EventLog = overrides.get("event_store", store)
+
     async def appeared(usuario_id: str) -> bool:
-        events, _ = await store.load(usuario_id)
+        events, _ = await event_log.load(usuario_id)
         return bool(events)
 
+    data_keys = DataKeys(keys_kv, infra.redis, infra.key_ring())
     runners = [infra.project(stream, projection) for stream, projection in read_models()]
     deps = handlers.Dependencias(
-        store=overrides.get("event_store", store),
+        store=event_log,
         unicidad=Unicidad(claims, appeared, overrides.get("claim_stale_after", STALE_AFTER_S)),
-        data_keys=DataKeys(keys_kv, infra.redis, infra.key_ring()),
+        data_keys=data_keys,
         pseudonyms=infra.pseudonymizer(),
         usuarios=runners[0],
+        reconciler=Reconciler(claims, data_keys, appeared),
         read_your_writes_timeout=settings.read_your_writes_timeout,
     )
     if "write_deadline" in overrides:

@@ -88,6 +88,13 @@ class RegistroNoCompletado(Unavailable):
         super().__init__("The user could not be stored; nothing was kept. Try again.")
 
 
+class ClavesNoDisponibles(Unavailable):
+    slug, title = "keys-unavailable", "User keys unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("The user's data key cannot be reached right now. Try again.")
+
+
 # --- rules -------------------------------------------------------------------------------------
 def nuevo_id() -> str:
     return str(uuid.uuid4())

@@ -27,6 +27,7 @@ from services.users.domain import (
     validar,
 )
 from services.users.privacy import DataKeys, seal
+from services.users.reconcile import Reconciler
 from services.users.unicidad import WRITE_DEADLINE_S, Unicidad
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class Dependencias:
     data_keys: DataKeys
     pseudonyms: Pseudonymizer
     usuarios: ReadModel
+    reconciler: Reconciler
     read_your_writes_timeout: float
     write_deadline: float = WRITE_DEADLINE_S
 
@@ -55,11 +57,12 @@ class Dependencias:
 async def registrar_usuario(cmd: RegistrarUsuario, deps: Dependencias) -> Usuario:
     cmd = validar(cmd)
     usuario = Usuario(nuevo_id(), registrado_en=datetime.now(UTC).isoformat(), **vars(cmd))
-    held = await _claim(usuario, deps)
+    keys = _pseudonyms(usuario, deps.pseudonyms)
+    held = await _claim(usuario.id, keys, deps)
     try:
-        seq = await _store(usuario, held, deps)
+        seq = await _store(usuario, keys, held, deps)
     except Exception as err:
-        seq = await _compensate(usuario.id, held, deps, err)
+        seq = await _compensate(usuario.id, list(keys.values()), deps, err)
     if not await deps.usuarios.wait_for(seq, deps.read_your_writes_timeout):
         log.warning("read model behind a registration", extra={"usuario_id": usuario.id, "seq": seq})
     log.info("user registered", extra={"usuario_id": usuario.id})
@@ -73,11 +76,15 @@ def _pseudonyms(usuario: Usuario, pseudonyms: Pseudonymizer) -> dict[str, str]:
     }
 
 
-async def _claim(usuario: Usuario, deps: Dependencias) -> list[Claim]:
-    keys = _pseudonyms(usuario, deps.pseudonyms)
+async def _claim(usuario_id: str, keys: dict[str, str], deps: Dependencias) -> list[Claim]:
     held: list[Claim] = []
     for kind, error in (("email", EmailYaRegistrado), ("documento", DocumentoYaRegistrado)):
-        claim = await deps.unicidad.take(keys[kind], usuario.id)
+        try:
+            claim = await deps.unicidad.take(keys[kind], usuario_id)
+        except Exception as err:  # NATS did not answer: the claim may still land once it is back
+            log.warning("claim outcome unknown; reconciling", extra={"usuario_id": usuario_id})
+            deps.reconciler.later(usuario_id, list(keys.values()))
+            raise RegistroNoCompletado() from err
         if claim is None:
             await deps.unicidad.release(held)
             raise error()
@@ -96,27 +103,23 @@ def registered_event(usuario: Usuario, dek: bytes, pseudonyms: dict[str, str]) -
     return NewEvent(USUARIO_REGISTRADO, data)
 
 
-async def _store(usuario: Usuario, held: list[Claim], deps: Dependencias) -> int:
+async def _store(usuario: Usuario, keys: dict[str, str], held: list[Claim], deps: Dependencias) -> int:
     dek = await deps.data_keys.create(usuario.id)
-    event = registered_event(usuario, dek, _pseudonyms(usuario, deps.pseudonyms))
+    event = registered_event(usuario, dek, keys)
     if time.time() - min(c.claimed_at for c in held) > deps.write_deadline:
         raise TimeoutError("claims held too long to append safely: they may be taken over")
     return await deps.store.append(usuario.id, [event], expected_version=0)
 
 
-async def _compensate(usuario_id: str, held: list[Claim], deps: Dependencias, err: Exception) -> int:
+async def _compensate(usuario_id: str, keys: list[str], deps: Dependencias, err: Exception) -> int:
     """Returns the event's sequence if the append did land after all; otherwise undoes and raises."""
     try:
         events, version = await deps.store.load(usuario_id)
+        if events:
+            return version
+        log.warning("registration failed; compensating", extra={"usuario_id": usuario_id, "error": type(err).__name__})
+        await deps.reconciler.undo(usuario_id, keys)
     except Exception:
-        log.exception("registration outcome unknown; claims left to go stale", extra={"usuario_id": usuario_id})
-        raise RegistroNoCompletado() from err
-    if events:
-        return version
-    log.warning("registration failed; compensating", extra={"usuario_id": usuario_id, "error": type(err).__name__})
-    for undo in (lambda: deps.data_keys.delete(usuario_id), lambda: deps.unicidad.release(held)):
-        try:
-            await undo()
-        except Exception:
-            log.exception("a compensation failed; stale claims get taken over", extra={"usuario_id": usuario_id})
+        log.warning("registration outcome unknown; reconciling", extra={"usuario_id": usuario_id})
+        deps.reconciler.later(usuario_id, keys)
     raise RegistroNoCompletado() from err

@@ -13,7 +13,7 @@ import orjson
 from redis.asyncio import Redis
 
 from services.users import projections as keys
-from services.users.domain import UsuarioNoEncontrado, es_id
+from services.users.domain import ClavesNoDisponibles, UsuarioNoEncontrado, es_id
 from services.users.privacy import DataKeys, cache_key, open_sealed
 
 Lectura = tuple[dict[str, Any], str]  # (body, ETag)
@@ -43,7 +43,10 @@ async def usuario(redis: Redis, data_keys: DataKeys, usuario_id: str) -> Lectura
         raw_doc, raw_recientes, wrapped = await pipe.execute()
     if raw_doc is None:
         raise UsuarioNoEncontrado(usuario_id)
-    dek = await data_keys.get(usuario_id, cached=wrapped)
+    try:
+        dek = await data_keys.get(usuario_id, cached=wrapped)
+    except Exception as err:  # the key store (CP side) is unreachable and the key is not cached
+        raise ClavesNoDisponibles() from err
     if dek is None:  # the data key is gone: the user was erased
         raise UsuarioNoEncontrado(usuario_id)
     doc = orjson.loads(raw_doc)

@@ -59,8 +59,8 @@ async def test_twelve_clients_racing_for_one_document_get_one_201(client):
 class FailingStore:
     """Our own EventLog port, failing the way a NATS outage or a lost ack looks to the handler."""
 
-    def __init__(self, real: EventStore, *, lands: bool = False, load_fails: bool = False) -> None:
-        self.real, self.lands, self.load_fails = real, lands, load_fails
+    def __init__(self, real: EventStore, *, lands: bool = False, load_failures: int = 0) -> None:
+        self.real, self.lands, self.load_failures = real, lands, load_failures
         self.appended: list[str] = []
 
     async def append(self, aggregate_id, events, expected_version):
@@ -70,9 +70,18 @@ class FailingStore:
         raise ConnectionError("no ack")
 
     async def load(self, aggregate_id):
-        if self.load_fails:
+        if self.load_failures > 0:
+            self.load_failures -= 1
             raise ConnectionError("still down")
         return await self.real.load(aggregate_id)
+
+
+async def eventually(check, seconds: float = 10.0) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached")
 
 
 async def test_a_failed_append_releases_the_claims_and_deletes_the_data_key(servers, js, claims, pseudonyms):
@@ -104,14 +113,35 @@ async def test_an_append_that_landed_despite_the_error_is_a_success(servers, js)
         assert (await flaky.get(f"/api/usuarios/{resp.json()['id']}")).json() == resp.json()
 
 
-async def test_when_the_outcome_is_unknown_the_claims_stay_for_the_take_over(servers, js, claims, pseudonyms):
-    store = FailingStore(EventStore(js, USUARIOS), load_fails=True)
+async def test_when_the_outcome_is_unknown_the_registration_is_reconciled_later(servers, js, claims, pseudonyms):
+    store = FailingStore(EventStore(js, USUARIOS), load_failures=3)
     body = factories.usuario()
     async with api_client(create_app(servers.settings(), event_store=store)) as down:
         assert (await down.post("/api/usuarios", json=body)).status_code == 503
-    for key in keys_of(body, pseudonyms):
-        held = await claims.get(key)
-        assert held is not None and held.owner == store.appended[0]
+
+        async def released() -> bool:
+            return all([await claims.get(key) is None for key in keys_of(body, pseudonyms)])
+
+        await eventually(released)  # once the log answers "not there", the claims are given back
+    with pytest.raises(KeyNotFoundError):
+        await (await js.key_value(KEYS_BUCKET)).get(store.appended[0])
+
+
+async def test_a_registration_that_landed_unseen_is_kept_by_the_reconciliation(servers, js, claims, pseudonyms):
+    store = FailingStore(EventStore(js, USUARIOS), lands=True, load_failures=2)
+    body = factories.usuario()
+    app = create_app(servers.settings(), event_store=store)
+    async with api_client(app) as down:
+        assert (await down.post("/api/usuarios", json=body)).status_code == 503
+
+        async def settled() -> bool:
+            return app.state.deps.reconciler.pending == 0
+
+        await eventually(settled)
+        for key in keys_of(body, pseudonyms):
+            held = await claims.get(key)
+            assert held is not None and held.owner == store.appended[0]
+        assert (await down.get(f"/api/usuarios/{store.appended[0]}")).status_code == 200
 
 
 async def test_a_writer_past_its_deadline_does_not_append(servers, js, claims, pseudonyms):
