@@ -116,10 +116,16 @@ class HttpCatalogoEventos:
 
 
 async def _get(session: aiohttp.ClientSession, url: str, service: str) -> tuple[int, Any]:
-    try:
-        status, body = await get_json(session, url)
-    except (aiohttp.ClientError, TimeoutError) as err:
-        raise Unavailable(f"the {service} service did not answer ({type(err).__name__})") from None
+    """One retry for a dropped keep-alive connection (the server closed it as we reused it): GET is safe."""
+    for attempt in (1, 2):
+        try:
+            status, body = await get_json(session, url)
+            break
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            if attempt == 2:
+                raise Unavailable(f"the {service} service dropped the connection") from None
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise Unavailable(f"the {service} service did not answer ({type(err).__name__})") from None
     if status not in (200, 404):
         raise Unavailable(f"the {service} service answered {status}")
     return status, body
