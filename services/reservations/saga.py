@@ -160,6 +160,7 @@ class Orquestador:
         except PasoFallido as fallo:
             saga.anotar(paso, "fallo", fallo.motivo)
             saga.motivo, saga.fase, saga.paso = fallo.motivo, Fase.COMPENSANDO, None
+            await self._save(saga)  # the decision, before any of its effects: a restart must not go forward
             return
         except Agotado as err:
             if paso == "record":
@@ -168,6 +169,7 @@ class Orquestador:
             motivo = "processing_error" if isinstance(err.causa, PaymentRetryableError) else "no_disponible"
             saga.anotar(paso, "fallo", str(err))
             saga.motivo, saga.fase, saga.paso = motivo, Fase.COMPENSANDO, None
+            await self._save(saga)
             return
         saga.anotar(paso, "ok", detalle)
         following = PASOS_COMPRA.index(paso) + 1
@@ -180,12 +182,17 @@ class Orquestador:
         await self._save(saga)
 
     async def _compensar(self, saga: Saga) -> None:
+        """Entered with the decision to unwind already persisted; writes "compensation N done" merged with
+        "before N+1" (a compensation with nothing to undo is skipped without a write)."""
+        persisted = True
         for comp in saga.pendientes_de_compensar():
             if not compensacion_necesaria(comp, saga):
                 saga.compensadas.append(comp)
                 saga.anotar(comp, "omitido")
                 continue
-            await self._save(saga)  # "before compensation", merged with the previous result
+            if not persisted:
+                await self._save(saga)
+            persisted = False
             try:
                 await self._con_reintentos(comp, lambda c=comp: run_paso(c, saga, self.deps), self._comp_retry)  # type: ignore[misc]
             except Agotado as err:

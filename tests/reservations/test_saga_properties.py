@@ -85,7 +85,7 @@ class Dying:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.inner, name)
-        if name in ("tokenize", "availability", "payments_for") or not callable(attr):
+        if name in ("tokenize", "availability", "payments_for", "load") or not callable(attr):
             return attr
 
         async def call(*args: Any, **kwargs: Any) -> Any:
@@ -105,7 +105,7 @@ CARDS = st.sampled_from([VISA_OK, VISA_OK, VISA_OK, DECLINED, INSUFFICIENT, PROC
 FAST = SagaConfig(owner="p", step_timeout_s=1, retry_for_s=0.01, record_retry_for_s=0.01, compensation_retry_for_s=0.01)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     orders=st.lists(st.tuples(CARDS, st.integers(1, 3)), min_size=1, max_size=6),
     capacity=st.integers(1, 6),
@@ -129,7 +129,11 @@ async def _scenario(orders: list[tuple[str, int]], capacity: int, crash_at: int,
         await store.create(saga)
         sagas.append(saga)
 
-    dying = SagaDeps(Dying(inventario, clock, crash_at, after), Dying(pagos, clock, crash_at, after), log)  # type: ignore[arg-type]
+    dying = SagaDeps(
+        Dying(inventario, clock, crash_at, after),  # type: ignore[arg-type]
+        Dying(pagos, clock, crash_at, after),  # type: ignore[arg-type]
+        Dying(log, clock, crash_at, after),  # type: ignore[arg-type]
+    )
     first = Orquestador(store, dying, FAST)  # type: ignore[arg-type]
     results = await asyncio.gather(*(first.start(s) for s in sagas), return_exceptions=True)
     crashed = any(isinstance(r, Crash) for r in results)
