@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -65,7 +66,8 @@ class FakeCatalogo:
 
 
 class FakeInventario:
-    def __init__(self, **capacidades: int) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, **capacidades: int) -> None:
+        self.clock = clock
         self.inventarios = {evento: Inventory.for_event(n, None) for evento, n in capacidades.items()}
         self.lost: set[str] = set()  # reservations whose confirm answers HoldLost
 
@@ -75,18 +77,18 @@ class FakeInventario:
         return self.inventarios[evento_id]
 
     async def hold(self, req: HoldRequest) -> HoldOutcome:
-        return self._inv(req.evento_id).apply(req, time.time())  # type: ignore[return-value]
+        return self._inv(req.evento_id).apply(req, self.clock())  # type: ignore[return-value]
 
     async def confirm(self, evento_id: str, reserva_id: str) -> ConfirmOutcome:
         if reserva_id in self.lost:
-            self._inv(evento_id).apply(ReleaseOp(evento_id, reserva_id), time.time())
-        return self._inv(evento_id).apply(ConfirmOp(evento_id, reserva_id), time.time())  # type: ignore[return-value]
+            self._inv(evento_id).apply(ReleaseOp(evento_id, reserva_id), self.clock())
+        return self._inv(evento_id).apply(ConfirmOp(evento_id, reserva_id), self.clock())  # type: ignore[return-value]
 
     async def release(self, evento_id: str, reserva_id: str) -> None:
-        self._inv(evento_id).apply(ReleaseOp(evento_id, reserva_id), time.time())
+        self._inv(evento_id).apply(ReleaseOp(evento_id, reserva_id), self.clock())
 
     async def availability(self, evento_id: str, usuario_id: str | None = None) -> Availability:
-        return self._inv(evento_id).availability(evento_id, time.time(), usuario_id)
+        return self._inv(evento_id).availability(evento_id, self.clock(), usuario_id)
 
 
 class FakePagos:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,22 +106,33 @@ CARDS = st.sampled_from([VISA_OK, VISA_OK, VISA_OK, DECLINED, INSUFFICIENT, PROC
 FAST = SagaConfig(owner="p", step_timeout_s=1, retry_for_s=0.01, record_retry_for_s=0.01, compensation_retry_for_s=0.01)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     orders=st.lists(st.tuples(CARDS, st.integers(1, 3)), min_size=1, max_size=6),
     capacity=st.integers(1, 6),
     crash_at=st.integers(1, 40),
     after=st.booleans(),
+    tick=st.sampled_from([0.0, 50.0]),
 )
 def test_any_crash_point_ends_consistently(
-    orders: list[tuple[str, int]], capacity: int, crash_at: int, after: bool
+    orders: list[tuple[str, int]], capacity: int, crash_at: int, after: bool, tick: float
 ) -> None:
-    asyncio.run(_scenario(orders, capacity, crash_at, after))
+    """`tick`: seconds the inventory's clock advances per operation; 50 makes 120 s holds expire mid-saga."""
+    asyncio.run(_scenario(orders, capacity, crash_at, after, FAST, tick))
 
 
-async def _scenario(orders: list[tuple[str, int]], capacity: int, crash_at: int, after: bool) -> None:
-    inventario, pagos, store, log = FakeInventario(ev=capacity), FakePagos(), MemorySagaStore(), MemoryEventStore()
-    clock = {"n": 0}
+async def _scenario(
+    orders: list[tuple[str, int]], capacity: int, crash_at: int, after: bool, config: SagaConfig, tick: float
+) -> None:
+    now = itertools.count(1_000_000.0, tick) if tick else None
+    clock = (lambda: next(now)) if now else time.time  # type: ignore[arg-type]
+    inventario, pagos, store, log = (
+        FakeInventario(clock, ev=capacity),
+        FakePagos(),
+        MemorySagaStore(),
+        MemoryEventStore(),
+    )
+    calls = {"n": 0}
     sagas: list[Saga] = []
     for i, (card, cantidad) in enumerate(orders):
         metodo = await pagos.tokenize(CardDetails(card, "12/34", "123"))
@@ -130,11 +142,11 @@ async def _scenario(orders: list[tuple[str, int]], capacity: int, crash_at: int,
         sagas.append(saga)
 
     dying = SagaDeps(
-        Dying(inventario, clock, crash_at, after),  # type: ignore[arg-type]
-        Dying(pagos, clock, crash_at, after),  # type: ignore[arg-type]
-        Dying(log, clock, crash_at, after),  # type: ignore[arg-type]
+        Dying(inventario, calls, crash_at, after),  # type: ignore[arg-type]
+        Dying(pagos, calls, crash_at, after),  # type: ignore[arg-type]
+        Dying(log, calls, crash_at, after),  # type: ignore[arg-type]
     )
-    first = Orquestador(store, dying, FAST)  # type: ignore[arg-type]
+    first = Orquestador(store, dying, config)  # type: ignore[arg-type]
     results = await asyncio.gather(*(first.start(s) for s in sagas), return_exceptions=True)
     crashed = any(isinstance(r, Crash) for r in results)
     if crashed:  # the process died: every other task dies with it
@@ -143,7 +155,7 @@ async def _scenario(orders: list[tuple[str, int]], capacity: int, crash_at: int,
         await asyncio.gather(*first._tasks.values(), return_exceptions=True)
 
     healthy = SagaDeps(inventario, pagos, log)  # type: ignore[arg-type]
-    second = Orquestador(store, healthy, FAST)  # type: ignore[arg-type]
+    second = Orquestador(store, healthy, config)  # type: ignore[arg-type]
     await second.resume_all()
     await asyncio.gather(*list(second._tasks.values()))
 
