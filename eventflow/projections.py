@@ -7,7 +7,10 @@ checkpoint is exactly one behind it. Consequences:
 - idempotent: a redelivered event finds the checkpoint past it and is skipped;
 - resumable: a restart subscribes from checkpoint + 1;
 - self-healing and rebuildable: if the read model is wiped (Redis is the AP side, it may lose data),
-  the checkpoint reads 0, the next event is a gap, and the runner replays the log from the start.
+  the checkpoint reads 0, the next event is a gap, and the runner replays the log from the start;
+- never stalled by one bad event: an event the projection keeps failing on (not a Redis outage, which is
+  retried forever) is parked after a few attempts: logged at error level, listed with its reason under
+  `proj:<name>:<stream>:parked`, counted in `runner.parked`, and the read model moves on.
 """
 
 from __future__ import annotations
@@ -18,16 +21,21 @@ import itertools
 import logging
 from typing import Protocol
 
+import orjson
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import WatchError
+from redis.exceptions import RedisError, WatchError
 
 from eventflow.eventstore import StoredEvent
 from eventflow.jetstream import StreamSpec
 
 log = logging.getLogger(__name__)
+
+# Attempts before an event that fails for a reason other than Redis is parked (see _park).
+POISON_ATTEMPTS = 3
 
 
 class Projection(Protocol):
@@ -50,6 +58,8 @@ class ProjectionRunner:
         self.stream = stream
         self.projection = projection
         self.checkpoint_key = f"proj:{projection.name}:{stream.name}"
+        self.parked_key = f"{self.checkpoint_key}:parked"
+        self.parked = 0
         self.position = 0
         self.stalled: str | None = None
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
@@ -93,20 +103,21 @@ class ProjectionRunner:
             config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=checkpoint + 1),
         )
         watchdog = asyncio.create_task(self._watch_for_wipe())
+        next_msg: asyncio.Future[Msg] | None = None
         try:
             while True:
                 next_msg = asyncio.ensure_future(sub.next_msg(timeout=None))
                 done, _ = await asyncio.wait({next_msg, watchdog}, return_when=asyncio.FIRST_COMPLETED)
                 if watchdog in done:
-                    next_msg.cancel()
                     watchdog.result()
                 msg = next_msg.result()
-                seq = msg.metadata.sequence.stream
-                event = StoredEvent.decode(self.stream.name, seq, msg.subject, msg.data)
-                await self._apply_once(event)
+                await self._apply_once(msg.metadata.sequence.stream, msg.subject, msg.data)
                 self.stalled = None
         finally:
-            watchdog.cancel()
+            for task in (watchdog, next_msg):
+                if task is not None and not task.done():
+                    task.cancel()
+            await asyncio.gather(*(t for t in (watchdog, next_msg) if t is not None), return_exceptions=True)
             await sub.unsubscribe()
 
     async def _watch_for_wipe(self) -> None:
@@ -118,26 +129,63 @@ class ProjectionRunner:
                 raise _Gap()
 
     # -- applying --------------------------------------------------------------------------------
-    async def _apply_once(self, event: StoredEvent) -> None:
+    async def _apply_once(self, seq: int, subject: str, payload: bytes) -> None:
+        """Apply one event exactly once, in order; park it if it keeps failing for a reason not Redis's."""
+        failures = 0
         while True:
-            async with self.redis.pipeline(transaction=True) as tx:
-                try:
-                    await tx.watch(self.checkpoint_key)
-                    checkpoint = int(await tx.get(self.checkpoint_key) or 0)
-                    if event.seq <= checkpoint:
-                        self._advance(checkpoint)
-                        return
-                    if checkpoint < event.seq - 1 and checkpoint + 1 >= await self._first_seq():
-                        self.position = checkpoint
-                        raise _Gap()
-                    tx.multi()
-                    await self.projection.apply(event, self.redis, tx)
-                    tx.set(self.checkpoint_key, event.seq)
-                    await tx.execute()
-                    self._advance(event.seq)
+            try:
+                event = StoredEvent.decode(self.stream.name, seq, subject, payload)
+                if await self._commit(seq, event):
                     return
-                except WatchError:
-                    continue  # another replica moved the checkpoint: re-read it
+            except (_Gap, RedisError):
+                raise  # resubscribe / wait for Redis: the event is retried, never skipped
+            except Exception as err:
+                failures += 1
+                if failures >= POISON_ATTEMPTS:
+                    await self._park(seq, subject, err)
+                    return
+                await asyncio.sleep(0.1 * 2**failures)
+
+    async def _commit(self, seq: int, event: StoredEvent | None) -> bool:
+        """One WATCHed MULTI: the event's writes (or none, when parking) and the checkpoint move together.
+
+        Returns False when another replica moved the checkpoint meanwhile (re-read and try again).
+        """
+        async with self.redis.pipeline(transaction=True) as tx:
+            try:
+                await tx.watch(self.checkpoint_key)
+                checkpoint = int(await tx.get(self.checkpoint_key) or 0)
+                if seq <= checkpoint:
+                    self._advance(checkpoint)
+                    return True
+                if checkpoint < seq - 1 and checkpoint + 1 >= await self._first_seq():
+                    self.position = checkpoint
+                    raise _Gap()
+                tx.multi()
+                if event is not None:
+                    await self.projection.apply(event, self.redis, tx)
+                tx.set(self.checkpoint_key, seq)
+                await tx.execute()
+                self._advance(seq)
+                return True
+            except WatchError:
+                return False
+
+    async def _park(self, seq: int, subject: str, err: Exception) -> None:
+        """A poison event (breaks the contract, or a projection bug) must not stall every later event.
+
+        It is logged at error level and recorded in the read model's parked list with the reason; the
+        event itself stays in the log, so fixing the projection and rebuilding applies it.
+        """
+        log.error(
+            "parking an event the projection cannot apply",
+            extra={"projection": self.checkpoint_key, "seq": seq, "error": f"{type(err).__name__}: {err}"},
+        )
+        record = orjson.dumps({"seq": seq, "subject": subject, "error": f"{type(err).__name__}: {err}"})
+        while not await self._commit(seq, None):
+            pass
+        await self.redis.rpush(self.parked_key, record)
+        self.parked += 1
 
     async def _first_seq(self) -> int:
         info = await self.js.stream_info(self.stream.name)
@@ -170,7 +218,7 @@ class ProjectionRunner:
     async def reset(self) -> int:
         """Delete the read model's keys and checkpoint; returns how many keys were removed."""
         removed = 0
-        for pattern in (*self.projection.key_patterns, self.checkpoint_key):
+        for pattern in (*self.projection.key_patterns, self.checkpoint_key, self.parked_key):
             batch: list[str] = []
             async for key in self.redis.scan_iter(match=pattern, count=1000):
                 batch.append(key)

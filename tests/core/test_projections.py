@@ -3,7 +3,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import orjson
 import pytest
+import redis.asyncio as aioredis
 
 from eventflow.eventstore import EventStore, NewEvent
 from eventflow.jetstream import StreamSpec, connect, ensure_stream
@@ -108,3 +110,47 @@ async def test_a_wiped_read_model_is_rebuilt_identically_by_the_live_runner(js, 
 async def test_wait_for_gives_up_after_its_timeout(js, redis, stream):
     runner = ProjectionRunner(js, redis, stream, Counter(f"c{uuid.uuid4().hex[:6]}"))
     assert await runner.wait_for(10_000, timeout=0.1) is False
+
+
+class FailsOnPoison(Counter):
+    async def apply(self, event, redis, tx):
+        if event.type == "Poison":
+            raise KeyError("reserva_id")
+        await super().apply(event, redis, tx)
+
+
+async def test_a_poison_event_is_parked_with_its_reason_and_later_events_still_apply(js, redis, stream):
+    projection = FailsOnPoison(f"c{uuid.uuid4().hex[:6]}")
+    runner = ProjectionRunner(js, redis, stream, projection)
+    runner.start()
+    try:
+        store = EventStore(js, stream)
+        await store.append("a0", [NewEvent("Tick", {})], None)
+        poison = await store.append("a1", [NewEvent("Poison", {})], None)
+        head = await store.append("a0", [NewEvent("Tick", {})], None)
+        assert await runner.wait_for(head, timeout=10)
+        assert await redis.hgetall(f"{projection.name}:counts") == {"a0": "2"}
+        parked = [orjson.loads(p) for p in await redis.lrange(runner.parked_key, 0, -1)]
+        assert [p["seq"] for p in parked] == [poison] and "reserva_id" in parked[0]["error"]
+        assert runner.parked == 1
+    finally:
+        await runner.stop()
+
+
+async def test_a_redis_outage_is_retried_not_parked(js, redis, stream):
+    """While Redis does not answer, the event waits (never parked); once it answers, the event applies."""
+    projection = Counter(f"c{uuid.uuid4().hex[:6]}")
+    unreachable = aioredis.Redis.from_url("redis://127.0.0.1:1/0", decode_responses=True)
+    runner = ProjectionRunner(js, unreachable, stream, projection)
+    try:
+        await EventStore(js, stream).append("a0", [NewEvent("Tick", {})], None)
+        runner.start()
+        await asyncio.sleep(1.5)
+        assert runner.parked == 0 and runner.position == 0 and runner.stalled
+        runner.redis = redis  # Redis is back
+        assert await runner.wait_for(1, timeout=10)
+        assert await redis.hgetall(f"{projection.name}:counts") == {"a0": "1"}
+        assert runner.parked == 0
+    finally:
+        await runner.stop()
+        await unreachable.aclose()

@@ -87,10 +87,11 @@ async def test_a_sale_projected_before_its_event_is_not_lost(app, client, js):
     assert (await available(client, evento_id))["entradas_disponibles"] == 6
 
 
-async def test_a_malformed_reservation_event_is_skipped_without_stalling(app, client, js):
+async def test_a_malformed_reservation_event_is_parked_without_stalling(app, client, js):
     evento_id = (await client.post("/api/eventos", json=evento_body(aforo_total=10))).json()["id"]
     await EventStore(js, RESERVAS).append("bad", [NewEvent(RESERVA_CONFIRMADA, {"evento_id": evento_id})], None)
     _, seq = await confirm_sale(js, evento_id, 1)
     await projected(app, seq)
     assert (await available(client, evento_id))["entradas_disponibles"] == 9
     assert app.state.runners[1].stalled is None
+    assert app.state.runners[1].parked == 1
