@@ -184,13 +184,19 @@ async def test_payments_for_lists_only_that_reference_whatever_the_key_character
     assert op_key(f"{rid}:authorize") == f"op.{rid}.authorize"
 
 
-async def raw_ledger(js) -> list[bytes]:
-    """Every message still in the bucket's stream, as stored bytes."""
+async def raw_ledger(js, *markers: str) -> list[bytes]:
+    """The stored bytes of every message in the bucket's stream whose subject names one of `markers`.
+
+    Scoped to one test's records: short secrets such as a CVC would otherwise match, by chance, digits of
+    other tests' ids and timestamps in the session-wide bucket.
+    """
     info = await js.stream_info(f"KV_{BUCKET}")
     raw = []
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
         with contextlib.suppress(NotFoundError):  # superseded revisions are gone (history 1)
-            raw.append((await js.get_msg(f"KV_{BUCKET}", seq=seq)).data or b"")
+            msg = await js.get_msg(f"KV_{BUCKET}", seq=seq)
+            if any(marker in (msg.subject or "") for marker in markers):
+                raw.append((msg.subject or "").encode() + b" " + (msg.data or b""))
     return raw
 
 
@@ -203,7 +209,9 @@ async def test_the_ledger_never_holds_the_card_number_cvc_or_expiry(js, gateway,
     rid = str(uuid.uuid4())
     auth = await gateway.authorize(f"{rid}:authorize", method.token, 100)
     await gateway.capture(f"{rid}:capture", auth.id)
-    blob = b"\n".join(await raw_ledger(js))
+    records = await raw_ledger(js, method.token, rid, auth.id)
+    assert len(records) >= 3  # the token, the authorization and its operations were found and read
+    blob = b"\n".join(records)
     for secret in (pan.replace(" ", ""), pan, cvc, expiry, "0837"):
         assert secret.encode() not in blob
         assert secret not in caplog.text
