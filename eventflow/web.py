@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from typing import TypeVar
 
+import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from eventflow.config import Settings
 from eventflow.errors import install_problem_handlers, problem
-from eventflow.logs import request_id_var
+from eventflow.logs import configure_logging, request_id_var
 from eventflow.responses import JsonResponse
 
 ReadyCheck = Callable[[], Awaitable[None]]
+SettingsT = TypeVar("SettingsT", bound=Settings)
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -83,3 +88,16 @@ def create_app(
     install_problem_handlers(app)
     app.include_router(health_router(ready_checks))
     return app
+
+
+def serve(
+    service: str, default_port: int, create: Callable[[SettingsT], FastAPI], settings_class: type[SettingsT]
+) -> None:
+    """Every service's entry point: `python -m services.<name>.main [--host H] [--port P]`."""
+    parser = argparse.ArgumentParser(description=f"EventFlow {service} service")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=default_port)
+    args = parser.parse_args()
+    settings = settings_class()
+    configure_logging(service, settings.log_level)
+    uvicorn.run(create(settings), host=args.host, port=args.port, log_config=None)

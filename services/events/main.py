@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
-
-import uvicorn
-
 from eventflow.config import Settings
-from eventflow.logs import configure_logging
-from services.events.bootstrap import SERVICE, create_app
+from eventflow.web import serve
+from services.events.bootstrap import create_app
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="EventFlow events service")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8002)
-    args = parser.parse_args()
-    settings = Settings()
-    configure_logging(SERVICE, settings.log_level)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None)
+    serve("events", 8002, create_app, Settings)
 
 
 if __name__ == "__main__":
