@@ -17,7 +17,7 @@ from typing import Any
 
 from services.reservations.catalog import CatalogoEventos, DirectorioUsuarios
 from services.reservations.domain import EventoInfo, RechazoDeCadena, ReservarEntradas
-from services.reservations.inventory import InventoryStore
+from services.reservations.inventory import EventoSinInventario, InventoryStore
 from services.reservations.payments import CardDetails, InvalidCard, PaymentGateway, PaymentMethod
 
 Reloj = Callable[[], datetime]
@@ -142,7 +142,10 @@ class ValidadorDeLimite(Manejador):
         if self.limite is None:
             return
         cmd = solicitud.comando
-        disponibilidad = await self.inventario.availability(cmd.evento_id, cmd.usuario_id)
+        try:
+            disponibilidad = await self.inventario.availability(cmd.evento_id, cmd.usuario_id)
+        except EventoSinInventario:
+            raise self.rechazo("evento_inexistente", "the event has no inventory") from None
         actuales = disponibilidad.por_usuario or 0
         if actuales + cmd.cantidad > self.limite:
             raise self.rechazo(

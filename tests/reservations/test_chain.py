@@ -93,6 +93,8 @@ async def test_validador_de_limite_counts_held_and_sold_tickets_of_the_user() ->
     err = await rejected(ValidadorDeLimite(inventario, limite=4), solicitud(cantidad=2))
     assert (err.motivo, err.status, err.extra["actuales"]) == ("limite_por_usuario", 409, 3)
     await ValidadorDeLimite(inventario, limite=None).manejar(solicitud(cantidad=9))
+    err = await rejected(ValidadorDeLimite(FakeInventario(), limite=4), solicitud())
+    assert err.motivo == "evento_inexistente"
 
 
 async def test_validador_de_inventario_fails_fast_on_the_read_model() -> None:
