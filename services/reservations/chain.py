@@ -143,7 +143,7 @@ class ValidadorDeLimite(Manejador):
             return
         cmd = solicitud.comando
         try:
-            disponibilidad = await self.inventario.availability(cmd.evento_id, cmd.usuario_id)
+            disponibilidad = await self.inventario.availability(cmd.evento_id, cmd.usuario_id, reciente=True)
         except EventoSinInventario:
             raise self.rechazo("evento_inexistente", "the event has no inventory") from None
         actuales = disponibilidad.por_usuario or 0

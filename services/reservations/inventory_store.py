@@ -88,6 +88,8 @@ class JetStreamInventoryStore:
         self.stats = StoreStats()
         self._lanes: dict[str, _Lane] = {}
         self._cache: OrderedDict[str, tuple[Inventory, int]] = OrderedDict()
+        # The last state this process committed per event, never taken by a worker: for pre-checks.
+        self._committed: OrderedDict[str, Inventory] = OrderedDict()
 
     @classmethod
     async def create(
@@ -105,10 +107,19 @@ class JetStreamInventoryStore:
     async def release(self, evento_id: str, reserva_id: str) -> None:
         await self._submit(evento_id, ReleaseOp(evento_id, reserva_id))
 
-    async def availability(self, evento_id: str, usuario_id: str | None = None) -> Availability:
-        """Read from the stream leader, not the cache: another process may have written since."""
+    async def availability(
+        self, evento_id: str, usuario_id: str | None = None, *, reciente: bool = False
+    ) -> Availability:
+        """Read from the stream leader, not the cache: another process may have written since.
+
+        `reciente=True` is for fail-fast pre-checks that are never the authority: it answers from the state
+        this process last committed for the event when it has one (one hot event would otherwise re-read and
+        parse its whole document on every request: half the service's CPU, measured with py-spy).
+        """
         if not _KEY.match(evento_id):
             raise EventoSinInventario(evento_id)
+        if reciente and (committed := self._committed.get(evento_id)) is not None:
+            return committed.availability(evento_id, self.clock(), usuario_id)
         found = await self._read(evento_id)
         state = found[0] if found else await self._from_event(evento_id)
         return state.availability(evento_id, self.clock(), usuario_id)
@@ -189,8 +200,11 @@ class JetStreamInventoryStore:
 
     def _remember(self, evento_id: str, state: Inventory, revision: int) -> None:
         self._cache[evento_id] = (state, revision)
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        self._committed[evento_id] = state
+        self._committed.move_to_end(evento_id)
+        for recent in (self._cache, self._committed):
+            while len(recent) > self.cache_size:
+                recent.popitem(last=False)
 
     async def _load(self, evento_id: str) -> tuple[Inventory, int]:
         """The stored inventory, or a new one made from the event's EventoCreado (create-if-absent)."""

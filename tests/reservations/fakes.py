@@ -87,7 +87,9 @@ class FakeInventario:
     async def release(self, evento_id: str, reserva_id: str) -> None:
         self._inv(evento_id).apply(ReleaseOp(evento_id, reserva_id), self.clock())
 
-    async def availability(self, evento_id: str, usuario_id: str | None = None) -> Availability:
+    async def availability(
+        self, evento_id: str, usuario_id: str | None = None, *, reciente: bool = False
+    ) -> Availability:
         return self._inv(evento_id).availability(evento_id, self.clock(), usuario_id)
 
 

@@ -264,3 +264,27 @@ async def test_concurrent_multi_seat_holds_never_share_a_seat_and_are_all_or_not
     assert all(set(o.asientos) <= set(taken) for o in outcomes if isinstance(o, SeatsTaken))
     stored = Inventory.from_json((await (await js.key_value(BUCKET)).get(evento_id)).value)
     assert sorted(a for h in stored.retenidas.values() for a in h.asientos) == sorted(taken)
+
+
+async def test_a_recent_availability_answers_from_this_process_commits_and_matches_the_leader(
+    js, settings, store, clock
+):
+    evento_id = await create_event(js, 10)
+    buyer = str(uuid.uuid4())
+    await asyncio.gather(*(store.hold(hold(evento_id, user=buyer)) for _ in range(3)), store.hold(hold(evento_id)))
+    recent = await store.availability(evento_id, buyer, reciente=True)
+    assert recent == await store.availability(evento_id, buyer)
+    assert (recent.retenidas, recent.disponibles, recent.por_usuario) == (4, 6, 3)
+
+    # Another process writes: this one's recent answer lags (a pre-check, never the authority), the strong
+    # read does not, and a process that never wrote the event reads the leader even when asked for recent.
+    nc = await connect(settings.nats_url, "other")
+    other = await JetStreamInventoryStore.create(nc.jetstream(), clock=clock)
+    try:
+        await other.hold(hold(evento_id, n=2))
+        assert (await store.availability(evento_id, reciente=True)).disponibles == 6
+        assert (await store.availability(evento_id)).disponibles == 4
+        fresh = await JetStreamInventoryStore.create(js, clock=clock)
+        assert (await fresh.availability(evento_id, reciente=True)).disponibles == 4
+    finally:
+        await nc.drain()
