@@ -6,15 +6,32 @@ is on PATH (Debian's 2.9 lacks per-key TTL and predates crash-loss fixes). redis
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A server we start must not outlive us (a test run killed by a timeout left them running).
+
+    Linux delivers the signal when the *thread* that started the child ends, so only a child started from
+    the main thread (the fixtures, the supervisor) gets it; one started from a worker thread does not.
+    """
+    if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    return lambda: libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -101,7 +118,11 @@ def start_nats(port: int, data_dir: Path, log_path: Path, *, timeout: float = 20
     )
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [nats_server_binary(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [nats_server_binary(), "-c", str(conf)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent(),
         )
     server = ServerProcess("nats", port, proc, data_dir, log_path)
     wait_for_port(port, proc, timeout, "nats-server")
@@ -134,7 +155,12 @@ def start_redis(port: int, data_dir: Path, log_path: Path, *, timeout: float = 2
         str(log_path),
     ]
     proc = subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env={**os.environ}
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=_die_with_parent(),
+        env={**os.environ},
     )
     server = ServerProcess("redis", port, proc, data_dir, log_path)
     wait_for_port(port, proc, timeout, "redis-server")
