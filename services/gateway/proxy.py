@@ -13,7 +13,16 @@ from eventflow.logs import request_id_var
 
 # Hop-by-hop and connection headers are left out on purpose; these are the ones the API speaks.
 REQUEST_HEADERS = ("content-type", "accept", "if-none-match", "if-match", "idempotency-key")
-RESPONSE_HEADERS = ("content-type", "etag", "cache-control", "location", "retry-after", "vary", "last-modified")
+RESPONSE_HEADERS = (
+    "content-type",
+    "etag",
+    "cache-control",
+    "location",
+    "retry-after",
+    "vary",
+    "last-modified",
+    "idempotency-key",
+)
 
 
 class BadGateway(DomainError):

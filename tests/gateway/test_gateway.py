@@ -86,6 +86,7 @@ async def test_returns_status_body_and_chosen_headers(gateway: httpx.AsyncClient
     assert response.headers["cache-control"] == "max-age=5"
     assert response.headers["location"] == "/api/eventos/e1/1"
     assert response.headers["retry-after"] == "3"
+    assert response.headers["idempotency-key"] == "generated-key"  # a key the service made up for the client
     assert "x-internal-secret" not in response.headers
     assert response.headers.get_list("x-request-id") == [response.json()["headers"]["x-request-id"]]
 

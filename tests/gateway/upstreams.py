@@ -42,6 +42,7 @@ def echo_app(name: str) -> FastAPI:
             "cache-control": "max-age=5",
             "location": f"/{path}/1",
             "retry-after": "3",
+            "idempotency-key": "generated-key",
             "x-internal-secret": "never leaves the cluster",
         }
         return JSONResponse(received, status_code=int(request.query_params.get("status", 200)), headers=headers)
