@@ -33,7 +33,10 @@ status:             ## list each process, its port and whether it is ready (noth
 	@test -x $(PY) || { echo "EventFlow is not installed here yet: make run"; exit 0; }; \
 	$(PY) -m eventflow.run --status; rc=$$?; [ $$rc -eq 3 ] || exit $$rc
 
-test: venv          ## every test, on real NATS and Redis servers the fixtures start
+test: venv          ## lint, types, then every test on real NATS and Redis servers the fixtures start
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: venv
