@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from eventflow.responses import JsonResponse
@@ -22,6 +22,7 @@ DATE_TIME = {"format": "date-time"}
 # Generous caps on size only; the domain rules (services/events/rules.py) are the real limits.
 LongText = Annotated[str, Field(max_length=10_000)]
 ShortText = Annotated[str, Field(max_length=1_000)]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)]
 
 
 class SeccionIn(BaseModel):
@@ -85,10 +86,14 @@ class PaginaOut(BaseModel):
 
 
 @router.post("", status_code=201, response_model=EventoOut)
-async def crear(body: EventoIn, deps: DepsDep) -> Response:
-    creado = await crear_evento(body.command(), deps.write)
+async def crear(body: EventoIn, deps: DepsDep, idempotency_key: IdempotencyKey = None) -> Response:
+    """201 when created; 200 with the same event when the same Idempotency-Key and body are sent again."""
+    creado = await crear_evento(body.command(), deps.write, idempotency_key)
     doc = with_availability(documento(creado.id, creado.data), {})
-    return JsonResponse(doc, status_code=201, headers={"Location": f"{router.prefix}/{creado.id}"})
+    headers = {"Location": f"{router.prefix}/{creado.id}"}
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
+    return JsonResponse(doc, status_code=201 if creado.creado else 200, headers=headers)
 
 
 @router.get("/{evento_id}", response_model=EventoOut)

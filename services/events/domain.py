@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import uuid
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal
 
+import orjson
+
 from eventflow.errors import NotFound, Unprocessable
+
+# evento_id = uuid5(NAMESPACE, idempotency_key): the append with expected_version 0 is the idempotency claim.
+NAMESPACE = uuid.UUID("0b7e7f3a-5d2c-5e21-8f6a-4c3d2e1f0a99")
+
+
+def evento_id_para(idempotency_key: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, idempotency_key))
 
 
 @dataclass(frozen=True)
@@ -33,6 +44,11 @@ class CrearEvento:
     aforo_total: int | None = None
     secciones: list[Seccion] | None = None
     venta_desde: str | None = None
+
+    def huella(self) -> str:
+        """What "the same request" means for an Idempotency-Key: every field as the caller sent it."""
+        canon = orjson.dumps(asdict(self), default=str, option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(canon).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -67,6 +83,13 @@ class DatosInvalidos(Unprocessable):
     def __init__(self, errors: list[FieldError], what: str = "event") -> None:
         super().__init__(f"The {what} breaks the rules listed in `errors`.", errors=[e.as_dict() for e in errors])
         self.errors = errors
+
+
+class ClaveReutilizada(Unprocessable):
+    slug, title = "idempotency-key-reused", "Idempotency-Key reused with a different request"
+
+    def __init__(self) -> None:
+        super().__init__("This Idempotency-Key was used for a different event.")
 
 
 class EventoNoEncontrado(NotFound):

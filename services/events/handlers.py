@@ -1,4 +1,8 @@
-"""Service layer: judge the command, append the event to the log (the system of record), wait for the read model."""
+"""Service layer: judge the command, append the event to the log (the system of record), wait for the read model.
+
+With an Idempotency-Key the event id is derived from the key, so the append with expected_version 0 is the
+idempotency claim: a retry (or a concurrent duplicate) finds the stored event and answers with it.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,20 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, cast
 
 from eventflow import contracts
-from eventflow.eventstore import NewEvent
-from services.events.domain import CrearEvento, Evento
+from eventflow.eventstore import ConcurrencyConflict, NewEvent, StoredEvent
+from services.events.domain import ClaveReutilizada, CrearEvento, Evento, evento_id_para
 from services.events.rules import nuevo_evento
 
 log = logging.getLogger(__name__)
+HUELLA = "huella"  # stored beside the contract's fields, only when the request carried an Idempotency-Key
 
 
 class EventLog(Protocol):
     async def append(self, aggregate_id: str, events: list[NewEvent], expected_version: int | None) -> int: ...
+    async def load(self, aggregate_id: str) -> tuple[list[StoredEvent], int]: ...
 
 
 class ReadModel(Protocol):
@@ -38,6 +44,7 @@ class EventoPublicado:
     id: str
     data: contracts.EventoCreadoData
     visible: bool  # False: the read model had not caught up within the bound; a GET may 404 briefly
+    creado: bool = True  # False: an earlier request with the same Idempotency-Key created it
 
 
 def evento_creado(evento: Evento) -> contracts.EventoCreadoData:
@@ -57,11 +64,46 @@ def evento_creado(evento: Evento) -> contracts.EventoCreadoData:
     )
 
 
-async def crear_evento(cmd: CrearEvento, deps: WriteDeps) -> EventoPublicado:
-    evento = nuevo_evento(cmd, str(uuid.uuid4()), deps.clock())
+async def crear_evento(cmd: CrearEvento, deps: WriteDeps, idempotency_key: str | None = None) -> EventoPublicado:
+    if idempotency_key is None:
+        return await _crear(cmd, str(uuid.uuid4()), None, deps)
+    evento_id, huella = evento_id_para(idempotency_key), cmd.huella()
+    existing = await _existing(evento_id, huella, deps)
+    if existing is not None:
+        return existing
+    try:
+        return await _crear(cmd, evento_id, huella, deps)
+    except ConcurrencyConflict:  # a concurrent request with the same key appended first
+        existing = await _existing(evento_id, huella, deps)
+        if existing is None:
+            raise
+        return existing
+
+
+async def _crear(cmd: CrearEvento, evento_id: str, huella: str | None, deps: WriteDeps) -> EventoPublicado:
+    evento = nuevo_evento(cmd, evento_id, deps.clock())
     data = evento_creado(evento)
-    seq = await deps.log.append(evento.id, [NewEvent(contracts.EVENTO_CREADO, data)], expected_version=0)
+    stored = dict(data) if huella is None else {**data, HUELLA: huella}
+    seq = await deps.log.append(evento.id, [NewEvent(contracts.EVENTO_CREADO, stored)], expected_version=0)
+    return await _published(evento.id, data, seq, True, deps)
+
+
+async def _existing(evento_id: str, huella: str, deps: WriteDeps) -> EventoPublicado | None:
+    """The event an earlier request with this key created, or None; 422 if that request was a different one."""
+    events, _ = await deps.log.load(evento_id)
+    created = next((e for e in events if e.type == contracts.EVENTO_CREADO), None)
+    if created is None:
+        return None
+    if created.data.get(HUELLA) != huella:
+        raise ClaveReutilizada()
+    data = cast(contracts.EventoCreadoData, {k: v for k, v in created.data.items() if k != HUELLA})
+    return await _published(evento_id, data, created.seq, False, deps)
+
+
+async def _published(
+    evento_id: str, data: contracts.EventoCreadoData, seq: int, creado: bool, deps: WriteDeps
+) -> EventoPublicado:
     visible = await deps.catalog.wait_for(seq, deps.read_your_writes_timeout)
     if not visible:
-        log.warning("event stored but not yet projected", extra={"evento_id": evento.id, "seq": seq})
-    return EventoPublicado(evento.id, data, visible)
+        log.warning("event stored but not yet projected", extra={"evento_id": evento_id, "seq": seq})
+    return EventoPublicado(evento_id, data, visible, creado)
