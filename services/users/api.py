@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
@@ -16,6 +16,7 @@ from services.users.domain import RegistrarUsuario, Usuario
 
 MAX_AGE_S = 5
 router = APIRouter(prefix="/api/usuarios", tags=["usuarios"])
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)]
 
 
 class UsuarioNuevo(BaseModel):
@@ -95,9 +96,17 @@ def cacheable(request: Request, body: dict[str, Any], etag: str) -> Response:
 
 
 @router.post("", status_code=201, response_model=UsuarioPublico)
-async def registrar(body: UsuarioNuevo, deps: Deps) -> Response:
-    usuario = await handlers.registrar_usuario(RegistrarUsuario(**body.model_dump()), deps)
-    return JsonResponse(publico(usuario), status_code=201, headers={"Location": f"/api/usuarios/{usuario.id}"})
+async def registrar(body: UsuarioNuevo, deps: Deps, idempotency_key: IdempotencyKey = None) -> Response:
+    """201 when registered; 200 with the same user when the same Idempotency-Key and body are sent again.
+
+    The key is global (there is no caller identity yet): clients must use random keys, such as UUIDs.
+    """
+    cmd = RegistrarUsuario(**body.model_dump())
+    usuario, created = await handlers.registrar_usuario(cmd, deps, idempotency_key)
+    headers = {"Location": f"/api/usuarios/{usuario.id}"}
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
+    return JsonResponse(publico(usuario), status_code=201 if created else 200, headers=headers)
 
 
 @router.get("/{usuario_id}", response_model=UsuarioPublico)

@@ -21,6 +21,8 @@ NOMBRE_MAX = 100
 EMAIL_MAX = 254
 DOCUMENTO_MAX = 20
 PERSONAL_FIELDS = ("nombre", "apellido", "email", "nro_documento")
+# usuario_id = uuid5(NAMESPACE, idempotency_key): global (no caller identity), so keys must be random.
+NAMESPACE = uuid.UUID("3d6b1f0e-8a47-5c92-b1e3-7f5a2c9d4e61")
 
 
 # --- commands and entities ---------------------------------------------------------------------
@@ -49,6 +51,17 @@ class Usuario:
         return {field: getattr(self, field) for field in PERSONAL_FIELDS}
 
 
+def usuario_id_para(idempotency_key: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, idempotency_key))
+
+
+def forma_canonica(cmd: RegistrarUsuario) -> str:
+    """What "the same request" means for an Idempotency-Key: the validated fields, exactly (hex-encoded, so a
+    pseudonymizer's normalization cannot merge bodies that differ only in case or spacing)."""
+    campos = (cmd.tipo_documento.value, cmd.nro_documento, cmd.nombre, cmd.apellido, cmd.email)
+    return "\x00".join(campos).encode().hex()
+
+
 # --- errors ------------------------------------------------------------------------------------
 class DatosInvalidos(Unprocessable):
     """Same slug and `errors` shape as FastAPI's own 422, so a client handles one kind of body."""
@@ -71,6 +84,13 @@ class DocumentoYaRegistrado(Conflict):
 
     def __init__(self) -> None:
         super().__init__("A user with this document type and number already exists.")
+
+
+class ClaveReutilizada(Unprocessable):
+    slug, title = "idempotency-key-reused", "Idempotency-Key reused with a different request"
+
+    def __init__(self) -> None:
+        super().__init__("This Idempotency-Key was used for a different registration.")
 
 
 class UsuarioNoEncontrado(NotFound):

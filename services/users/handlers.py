@@ -2,12 +2,18 @@
 
 Steps that fail are compensated in reverse (data key deleted, claims released), but only once the log
 says the user is not there; when even that cannot be known, the claims stay and go stale instead.
+
+With an Idempotency-Key the user id is derived from the key, so every step is create-if-absent on that
+id: the request's pin (fingerprint as owner), the uniqueness claims (owner = the id), the data key, and
+the append with expected_version 0. A retry or a concurrent duplicate finds them its own and ends up
+answering with the one stored user; a different body under the same key is refused by the pin.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -15,22 +21,28 @@ from typing import Any, Protocol
 from eventflow.claims import Claim
 from eventflow.contracts import USUARIO_REGISTRADO
 from eventflow.crypto import Pseudonymizer
-from eventflow.eventstore import NewEvent, StoredEvent
+from eventflow.eventstore import ConcurrencyConflict, NewEvent, StoredEvent
+from services.users.documentos import TipoDocumento
 from services.users.domain import (
+    ClaveReutilizada,
     DocumentoYaRegistrado,
     EmailYaRegistrado,
     RegistrarUsuario,
     RegistroNoCompletado,
     Usuario,
+    UsuarioNoEncontrado,
     clave_documento,
+    forma_canonica,
     nuevo_id,
+    usuario_id_para,
     validar,
 )
-from services.users.privacy import DataKeys, seal
+from services.users.privacy import DataKeys, open_sealed, seal
 from services.users.reconcile import Reconciler
 from services.users.unicidad import WRITE_DEADLINE_S, Unicidad
 
 log = logging.getLogger(__name__)
+HUELLA = "huella"  # in the event only when the request carried an Idempotency-Key; an HMAC, never the data
 
 
 class EventLog(Protocol):
@@ -54,18 +66,66 @@ class Dependencias:
     write_deadline: float = WRITE_DEADLINE_S
 
 
-async def registrar_usuario(cmd: RegistrarUsuario, deps: Dependencias) -> Usuario:
+async def registrar_usuario(
+    cmd: RegistrarUsuario, deps: Dependencias, idempotency_key: str | None = None
+) -> tuple[Usuario, bool]:
+    """Returns (user, created); created is False when an earlier request with the same key made it."""
     cmd = validar(cmd)
-    usuario = Usuario(nuevo_id(), registrado_en=datetime.now(UTC).isoformat(), **vars(cmd))
+    if idempotency_key is None:
+        return await _registrar(_nuevo(nuevo_id(), cmd), None, deps), True
+    usuario_id = usuario_id_para(idempotency_key)
+    huella = deps.pseudonyms.pseudonym("registro", forma_canonica(cmd))
+    if (existing := await _existing(usuario_id, huella, deps)) is not None:
+        return existing, False
+    if not await deps.unicidad.solicitud(usuario_id, huella):
+        raise ClaveReutilizada()
+    try:
+        return await _registrar(_nuevo(usuario_id, cmd), huella, deps), True
+    except ConcurrencyConflict:  # a concurrent duplicate of this request appended first
+        if (existing := await _existing(usuario_id, huella, deps)) is None:
+            raise
+        return existing, False
+    except (EmailYaRegistrado, DocumentoYaRegistrado):
+        await deps.unicidad.liberar_solicitud(usuario_id, huella)
+        raise
+
+
+def _nuevo(usuario_id: str, cmd: RegistrarUsuario) -> Usuario:
+    return Usuario(usuario_id, registrado_en=datetime.now(UTC).isoformat(), **vars(cmd))
+
+
+async def _registrar(usuario: Usuario, huella: str | None, deps: Dependencias) -> Usuario:
     keys = _pseudonyms(usuario, deps.pseudonyms)
     held = await _claim(usuario.id, keys, deps)
+    event = registered_event(usuario, huella, keys)
     try:
-        seq = await _store(usuario, keys, held, deps)
+        seq = await _store(usuario, event, held, deps)
+    except ConcurrencyConflict:
+        raise  # the id is in the log already: the claims and the data key are that event's, keep them
     except Exception as err:
-        seq = await _compensate(usuario.id, list(keys.values()), deps, err)
+        seq = await _compensate(usuario.id, event.id, list(keys.values()), deps, err)
     if not await deps.usuarios.wait_for(seq, deps.read_your_writes_timeout):
         log.warning("read model behind a registration", extra={"usuario_id": usuario.id, "seq": seq})
     log.info("user registered", extra={"usuario_id": usuario.id})
+    return usuario
+
+
+async def _existing(usuario_id: str, huella: str, deps: Dependencias) -> Usuario | None:
+    """The user an earlier request with this key registered, or None; 422 if it was a different request."""
+    events, _ = await deps.store.load(usuario_id)
+    stored = next((e for e in events if e.type == USUARIO_REGISTRADO), None)
+    if stored is None:
+        return None
+    if stored.data.get(HUELLA) != huella:
+        raise ClaveReutilizada()
+    dek = await deps.data_keys.get(usuario_id)
+    if dek is None:  # erased since
+        raise UsuarioNoEncontrado(usuario_id)
+    personal = open_sealed(dek, usuario_id, stored.data["cifrado"])
+    tipo = TipoDocumento(stored.data["tipo_documento"])
+    usuario = Usuario(usuario_id, tipo, registrado_en=stored.data["registrado_en"], **personal)
+    if not await deps.usuarios.wait_for(stored.seq, deps.read_your_writes_timeout):
+        log.warning("read model behind a registration", extra={"usuario_id": usuario_id, "seq": stored.seq})
     return usuario
 
 
@@ -92,34 +152,42 @@ async def _claim(usuario_id: str, keys: dict[str, str], deps: Dependencias) -> l
     return held
 
 
-def registered_event(usuario: Usuario, dek: bytes, pseudonyms: dict[str, str]) -> NewEvent:
+def registered_event(usuario: Usuario, huella: str | None, pseudonyms: dict[str, str]) -> NewEvent:
+    """Without the sealed fields yet: they need the data key, which `_store` creates right before appending."""
     data: dict[str, Any] = {
         "usuario_id": usuario.id,
         "tipo_documento": usuario.tipo_documento.value,
-        "cifrado": seal(dek, usuario.id, usuario.personal_data()),
         "seudonimos": pseudonyms,
         "registrado_en": usuario.registrado_en,
     }
-    return NewEvent(USUARIO_REGISTRADO, data)
+    if huella is not None:
+        data[HUELLA] = huella
+    return NewEvent(USUARIO_REGISTRADO, data, str(uuid.uuid4()))
 
 
-async def _store(usuario: Usuario, keys: dict[str, str], held: list[Claim], deps: Dependencias) -> int:
+async def _store(usuario: Usuario, event: NewEvent, held: list[Claim], deps: Dependencias) -> int:
     dek = await deps.data_keys.create(usuario.id)
-    event = registered_event(usuario, dek, keys)
+    sealed = NewEvent(event.type, {**event.data, "cifrado": seal(dek, usuario.id, usuario.personal_data())}, event.id)
     if time.time() - min(c.claimed_at for c in held) > deps.write_deadline:
         raise TimeoutError("claims held too long to append safely: they may be taken over")
-    return await deps.store.append(usuario.id, [event], expected_version=0)
+    return await deps.store.append(usuario.id, [sealed], expected_version=0)
 
 
-async def _compensate(usuario_id: str, keys: list[str], deps: Dependencias, err: Exception) -> int:
-    """Returns the event's sequence if the append did land after all; otherwise undoes and raises."""
+async def _compensate(usuario_id: str, event_id: str, keys: list[str], deps: Dependencias, err: Exception) -> int:
+    """Returns the event's sequence if our append did land after all; otherwise undoes and raises."""
     try:
         events, version = await deps.store.load(usuario_id)
-        if events:
-            return version
-        log.warning("registration failed; compensating", extra={"usuario_id": usuario_id, "error": type(err).__name__})
-        await deps.reconciler.undo(usuario_id, keys)
+        if not events:
+            log.warning(
+                "registration failed; compensating", extra={"usuario_id": usuario_id, "error": type(err).__name__}
+            )
+            await deps.reconciler.undo(usuario_id, keys)
     except Exception:
         log.warning("registration outcome unknown; reconciling", extra={"usuario_id": usuario_id})
         deps.reconciler.later(usuario_id, keys)
+        raise RegistroNoCompletado() from err
+    if events and events[0].id == event_id:
+        return version
+    if events:  # a duplicate with the same Idempotency-Key landed: the claims and the data key are its own
+        raise ConcurrencyConflict("registered by a concurrent request with the same Idempotency-Key") from err
     raise RegistroNoCompletado() from err

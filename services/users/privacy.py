@@ -31,10 +31,20 @@ class DataKeys:
         self.ring = ring
 
     async def create(self, usuario_id: str) -> bytes:
-        """A fresh data key for a new user, stored wrapped before anything is sealed with it."""
+        """A fresh data key for a new user, stored wrapped before anything is sealed with it.
+
+        Create-if-absent: a retry of the same registration (same Idempotency-Key, so the same user id) gets
+        the key stored first, so whichever attempt's event lands, its data opens with the stored key.
+        """
         dek, wrapped = self.ring.new_data_key()
-        await self.kv.create(usuario_id, wrapped.encode())
-        return dek
+        try:
+            await self.kv.create(usuario_id, wrapped.encode())
+            return dek
+        except KeyWrongLastSequenceError:
+            entry = await self.kv.get(usuario_id)
+            if not entry.value:
+                raise
+            return self.ring.unwrap(entry.value.decode())
 
     async def get(self, usuario_id: str, cached: str | None = None) -> bytes | None:
         """The user's data key; None when it does not exist (never created, or erased)."""
