@@ -25,6 +25,7 @@ from eventflow.eventstore import ConcurrencyConflict, NewEvent, StoredEvent
 from services.users.documentos import TipoDocumento
 from services.users.domain import (
     ClaveReutilizada,
+    ClavesNoDisponibles,
     DocumentoYaRegistrado,
     EmailYaRegistrado,
     RegistrarUsuario,
@@ -118,7 +119,10 @@ async def _existing(usuario_id: str, huella: str, deps: Dependencias) -> Usuario
         return None
     if stored.data.get(HUELLA) != huella:
         raise ClaveReutilizada()
-    dek = await deps.data_keys.get(usuario_id)
+    try:
+        dek = await deps.data_keys.get(usuario_id)
+    except Exception as err:  # the key store (CP side) is unreachable
+        raise ClavesNoDisponibles() from err
     if dek is None:  # erased since
         raise UsuarioNoEncontrado(usuario_id)
     personal = open_sealed(dek, usuario_id, stored.data["cifrado"])
