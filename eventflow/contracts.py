@@ -7,7 +7,7 @@ ISO 8601 with offset. Personal data never appears here in plain text.
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 from eventflow.jetstream import EVENTOS, RESERVAS, USUARIOS
 
@@ -32,6 +32,7 @@ class EventoCreadoData(TypedDict):
     categoria: str
     secciones: list[Seccion] | None
     venta_desde: str | None  # sales open at this instant; None = on sale from creation
+    huella: NotRequired[str]  # fingerprint of the request, present when it came with an Idempotency-Key
 
 
 # --- stream USUARIOS (owner: users service), subject usuarios.<usuario_id> ----------------------
