@@ -5,8 +5,6 @@ owns the stream it writes; any service may project any stream. Amounts are integ
 ISO 8601 with offset. Personal data never appears here in plain text.
 """
 
-from __future__ import annotations
-
 from typing import NotRequired, TypedDict
 
 from eventflow.jetstream import EVENTOS, RESERVAS, USUARIOS
