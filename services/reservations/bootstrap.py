@@ -44,13 +44,14 @@ from services.reservations.chain import (
     reloj_utc,
 )
 from services.reservations.domain import Saga
-from services.reservations.handlers import Deps, SagaDeps
+from services.reservations.handlers import Deps
 from services.reservations.inventory import InventoryStore
 from services.reservations.inventory_store import JetStreamInventoryStore
 from services.reservations.payments import PaymentGateway
 from services.reservations.payments_sim import SimulatedPaymentGateway
 from services.reservations.saga import Orquestador, SagaConfig
 from services.reservations.saga_store import BUCKET, SagaStore
+from services.reservations.steps import SagaDeps
 
 INTERVENTIONS_KEY = "reservas:requiere_intervencion"
 

@@ -31,10 +31,10 @@ from services.reservations.domain import (
     PasoFallido,
     Saga,
 )
-from services.reservations.handlers import SagaDeps, compensacion_necesaria, run_paso
 from services.reservations.inventory import InventarioNoDisponible
 from services.reservations.payments import PaymentRetryableError
 from services.reservations.saga_store import SagaStore, SagaTomada
+from services.reservations.steps import SagaDeps, compensacion_necesaria, run_paso
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

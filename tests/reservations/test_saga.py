@@ -13,11 +13,11 @@ from eventflow.contracts import RESERVA_CONFIRMADA, RESERVA_RECHAZADA
 from eventflow.eventstore import EventStore
 from eventflow.jetstream import RESERVAS, ensure_bucket
 from services.reservations.domain import Estado, Fase, Saga
-from services.reservations.handlers import SagaDeps
 from services.reservations.inventory import HoldRequest
 from services.reservations.payments import CardDetails
 from services.reservations.saga import Orquestador, SagaConfig
 from services.reservations.saga_store import SagaStore, SagaTomada
+from services.reservations.steps import SagaDeps
 from tests.reservations.fakes import FakeInventario, FakePagos
 from tests.reservations.helpers import DECLINED, INSUFFICIENT, PROCESSING_ERROR, VISA_OK
 

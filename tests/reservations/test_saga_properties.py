@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 
 from eventflow.eventstore import ConcurrencyConflict, NewEvent
 from services.reservations.domain import Estado, Saga
-from services.reservations.handlers import SagaDeps
 from services.reservations.payments import CardDetails
 from services.reservations.saga import Orquestador, SagaConfig
 from services.reservations.saga_store import SagaTomada, SagaYaExiste
+from services.reservations.steps import SagaDeps
 from tests.reservations.fakes import FakeInventario, FakePagos
 from tests.reservations.helpers import DECLINED, INSUFFICIENT, PROCESSING_ERROR, VISA_OK
 
