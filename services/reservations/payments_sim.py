@@ -1,21 +1,25 @@
 """A card processor in test mode, with its own durable ledger in the KV bucket PASARELA_SIM.
 
 The ledger is the processor's state, not ours: it survives our process being SIGKILLed, which is what lets the
-saga's crash tests check "exactly one capture per confirmed reservation". It holds tokens (brand, last 4 and
-the test behaviour; never the number or the CVC), authorizations with their state
-(authorized -> captured -> refunded, authorized -> voided) and one record per operation key. An operation
-record is made with a KV create, so two concurrent calls with one key produce one operation.
+saga's crash tests check "exactly one capture per confirmed reservation". Every write is an fsync, so a sale
+costs it two: tokens are self-contained (signed, never stored), and each payment is ONE record per reference
+(the key without its last ':'-part, i.e. the reserva_id), created by the authorize and moved by compare-and-set
+through authorized -> captured -> refunded or authorized -> voided, with the keys of the operations applied to
+it. Idempotency by key is therefore decided inside one record: a create or a CAS, never two writes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import random
 import re
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +41,7 @@ from services.reservations.payments import (
 )
 
 BUCKET = "PASARELA_SIM"
+SIGNING_KEY = "config.token-key"  # written once per bucket, not per sale
 APPROVE = "approve"
 PROCESSING_ERROR = "processing_error"
 # Numbers as in a card processor's test mode; any other valid number approves.
@@ -47,14 +52,28 @@ TEST_CARDS = {
     "4000000000000127": "incorrect_cvc",
     "4000000000000119": PROCESSING_ERROR,
 }
-_NAMESPACE = uuid.UUID("5b0f3e52-7d0c-4f43-9a35-0c1c6e0a7c11")
 _PLAIN_TOKEN = re.compile(r"^[A-Za-z0-9-]+$")
-_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+_SUBJECT_TOKEN = re.compile(r"^(?:[A-Za-z0-9-]+|_(?:[0-9a-f]{2})+)$")
 
 
-def op_key(key: str) -> str:
-    """KV key of an operation: ':'-separated parts become subject tokens, so a reference prefix is a filter."""
-    return "op." + ".".join(p if _PLAIN_TOKEN.match(p) else "_" + p.encode().hex() for p in key.split(":"))
+def _subject(parts: list[str]) -> str:
+    """':'-parts as subject tokens (others hex-encoded), so a reference prefix is a subject filter."""
+    return ".".join(p if _PLAIN_TOKEN.match(p) else "_" + p.encode().hex() for p in parts)
+
+
+def reference_of(key: str) -> list[str]:
+    """The ':'-parts that name the payment an operation key belongs to: "<reserva_id>:capture" -> [reserva_id]."""
+    parts = key.split(":")
+    return parts[:-1] if len(parts) > 1 else parts
+
+
+def record_key(key: str) -> str:
+    """KV key of the payment record an operation key belongs to."""
+    return "pay." + _subject(reference_of(key))
+
+
+def _starts_with(key: str, reference: list[str]) -> bool:
+    return key.split(":")[: len(reference)] == reference
 
 
 def luhn_ok(digits: str) -> bool:
@@ -93,6 +112,33 @@ def check_card(card: CardDetails, today: datetime) -> tuple[str, str]:
     return digits, brand
 
 
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign_token(key: bytes, method: dict[str, Any]) -> str:
+    """tok_<payload>.<HMAC-SHA256>: the brand, last 4 and test behaviour travel in the token, unforgeable."""
+    payload = _b64(orjson.dumps(method))
+    return f"tok_{payload}.{_b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())}"
+
+
+def verify_token(key: bytes, token: str) -> dict[str, Any] | None:
+    """The token's payload if this processor signed it, else None."""
+    payload, _, mac = token.removeprefix("tok_").partition(".")
+    try:
+        expected = hmac.new(key, payload.encode(), hashlib.sha256).digest()
+        if not token.startswith("tok_") or not hmac.compare_digest(expected, _unb64(mac)):
+            return None
+        method = orjson.loads(_unb64(payload))
+    except (ValueError, orjson.JSONDecodeError):
+        return None
+    return method if isinstance(method, dict) else None
+
+
 class SimulatedPaymentGateway:
     def __init__(
         self,
@@ -102,26 +148,31 @@ class SimulatedPaymentGateway:
         rng: random.Random | None = None,
         *,
         replicas: int = 1,
+        signing_key: bytes | None = None,
     ) -> None:
+        """`signing_key` signs the tokens; by default one random key stored once in the bucket, so tokens
+        stay valid across restarts and between processes sharing the ledger."""
         self.js, self.latency_s, self.failure_rate = js, latency_s, failure_rate
         self.rng = rng or random.Random()
         self.replicas = replicas
+        self._signing_key = signing_key
         self._bucket: KeyValue | None = None
         self._bucket_lock = asyncio.Lock()
 
     async def tokenize(self, card: CardDetails) -> PaymentMethod:
         digits, brand = check_card(card, datetime.now(UTC))
         async with self._call():
-            token = f"tok_{uuid.uuid4().hex}"
-            doc = {"marca": brand, "ultimos4": digits[-4:], "comportamiento": TEST_CARDS.get(digits, APPROVE)}
-            await (await self._kv()).create(f"tok.{token}", orjson.dumps({**doc, "en": time.time()}))
+            await self._kv()
+            assert self._signing_key is not None
+            method = {"marca": brand, "ultimos4": digits[-4:], "comportamiento": TEST_CARDS.get(digits, APPROVE)}
+            token = sign_token(self._signing_key, {**method, "en": round(time.time(), 3)})
             return PaymentMethod(token, brand, digits[-4:])
 
     async def authorize(self, key: str, method_token: str, importe_centimos: int) -> Authorization | Declined:
         async with self._call():
-            record = await self._get(op_key(key)) or await self._authorize(key, method_token, importe_centimos)
-        if record["tipo"] != "authorize":
-            raise PaymentPermanentError(f"key {key!r} was used for a {record['tipo']}")
+            record = await self._authorize(key, method_token, importe_centimos)
+        if record["key"] != key:
+            raise self._reused(key, record)
         if record["resultado"] == "rechazada":
             return Declined(record["codigo"])
         return Authorization(record["authorization_id"], record["importe_centimos"])
@@ -140,94 +191,103 @@ class SimulatedPaymentGateway:
             await self._transition(key, authorization_id, "refund", "captured", "refunded", importe_centimos)
 
     async def payments_for(self, reference: str) -> list[dict[str, Any]]:
-        """Every operation whose key starts with the ':'-part `reference`, authorizations with their state.
+        """Every operation whose key starts with the ':'-parts of `reference`, each with its payment's state.
 
         An audit read: the latency and failure knobs do not apply to it.
         """
         await self._kv()
-        prefix = op_key(reference)
-        records = [r for r in [await self._get(prefix)] if r]
+        parts = reference.split(":")
+        found: dict[str, dict[str, Any]] = {}
+        for n in range(1, len(parts) + 1):  # the payment of `reference` itself, or of a shorter prefix of it
+            if record := await self._get("pay." + _subject(parts[:n])):
+                found[record["key"]] = record
         # Walk the stream by subject filter: a KV watcher may report "no more" before delivering everything.
-        seq = 1
+        seq, subject = 1, f"$KV.{BUCKET}.pay.{_subject(parts)}.>"
         while True:
             try:
-                msg = await self.js.get_msg(f"KV_{BUCKET}", seq=seq, subject=f"$KV.{BUCKET}.{prefix}.>", next=True)
+                msg = await self.js.get_msg(f"KV_{BUCKET}", seq=seq, subject=subject, next=True)
             except NotFoundError:
                 break
             if not msg.seq:
                 break
             if msg.data:
-                records.append(orjson.loads(msg.data))
+                record = orjson.loads(msg.data)
+                found[record["key"]] = record  # a later revision of the same record replaces an earlier one
             seq = msg.seq + 1
-        for record in records:
-            if record.get("authorization_id") and (auth := await self._get(f"auth.{record['authorization_id']}")):
-                record["estado"] = auth["estado"]
-        return sorted(records, key=lambda r: r["en"])
+        operations = [op for record in found.values() for op in _operations(record)]
+        return sorted((op for op in operations if _starts_with(op["key"], parts)), key=lambda op: op["en"])
 
     async def _authorize(self, key: str, token: str, importe_centimos: int) -> dict[str, Any]:
+        """The payment record of `key`'s reference: the stored one, or one made now with ONE create."""
+        kv, where = await self._kv(), record_key(key)
+        assert self._signing_key is not None
+        method = verify_token(self._signing_key, token)
+        problem: Exception | None = None
         if importe_centimos <= 0:
-            raise PaymentPermanentError("the amount must be positive")
-        method = await self._get(f"tok.{token}") if _ID.match(token) else None
-        if method is None:
-            raise PaymentPermanentError("unknown payment method token")
-        behaviour = method["comportamiento"]
-        if behaviour == PROCESSING_ERROR:
-            raise PaymentRetryableError(PROCESSING_ERROR)
+            problem = PaymentPermanentError("the amount must be positive")
+        elif method is None or method.get("comportamiento") is None:
+            problem = PaymentPermanentError("unknown payment method token")
+        elif method["comportamiento"] == PROCESSING_ERROR:
+            problem = PaymentRetryableError(PROCESSING_ERROR)
+        if problem is not None or method is None:  # not recorded: the stored result, if any, still answers
+            if stored := await self._get(where):
+                return stored
+            raise problem or PaymentPermanentError("unknown payment method token")
         record: dict[str, Any] = {"tipo": "authorize", "key": key, "importe_centimos": importe_centimos}
-        if behaviour != APPROVE:
-            return await self._record(key, {**record, "resultado": "rechazada", "codigo": behaviour})
-        auth_id = f"au_{uuid.uuid5(_NAMESPACE, key).hex}"
-        auth = {**record, "estado": "authorized", "marca": method["marca"], "ultimos4": method["ultimos4"], "por": {}}
-        await self._create(f"auth.{auth_id}", auth)  # deterministic id: a concurrent twin creates the same one
-        return await self._record(key, {**record, "resultado": "aprobada", "authorization_id": auth_id})
+        if method["comportamiento"] != APPROVE:
+            record |= {"resultado": "rechazada", "codigo": method["comportamiento"]}
+        else:
+            record |= {"resultado": "aprobada", "authorization_id": "au_" + where.removeprefix("pay.")}
+            record |= {"estado": "authorized", "marca": method["marca"], "ultimos4": method["ultimos4"], "ops": []}
+        record["en"] = time.time()
+        try:
+            await kv.create(where, orjson.dumps(record))
+            return record
+        except KeyWrongLastSequenceError:  # a twin call (or an earlier attempt) created it first
+            stored = await self._get(where)
+            assert stored is not None, "payment records are never deleted"
+            return stored
 
     async def _transition(
         self, key: str, auth_id: str, tipo: str, source: str, target: str, importe: int | None = None
-    ) -> dict[str, Any]:
-        if done := await self._get(op_key(key)):
-            if done["tipo"] != tipo:
-                raise PaymentPermanentError(f"key {key!r} was used for a {done['tipo']}")
-            return done
+    ) -> None:
+        """ONE compare-and-set of the payment record: the new state plus `key` among the applied operations."""
+        where = "pay." + auth_id.removeprefix("au_")
+        if not (auth_id.startswith("au_") and all(_SUBJECT_TOKEN.match(t) for t in where[4:].split("."))):
+            raise PaymentPermanentError(f"unknown authorization {auth_id!r}")
+        if record_key(key) != where:
+            raise PaymentPermanentError(f"key {key!r} does not belong to authorization {auth_id!r}")
         kv = await self._kv()
         while True:
-            entry = await self._entry(f"auth.{auth_id}") if _ID.match(auth_id) else None
-            if entry is None:
+            entry = await self._entry(where)
+            if entry is None or entry[0].get("resultado") != "aprobada":
                 raise PaymentPermanentError(f"unknown authorization {auth_id!r}")
-            auth, revision = entry
-            if auth["estado"] == target and (auth["por"].get(target) == key or tipo == "void"):
-                break  # done before a crash without its operation record (or voided already: nothing to move)
-            if auth["estado"] != source:
-                raise PaymentPermanentError(f"cannot {tipo} an authorization that is {auth['estado']}")
-            if importe is not None and not 0 < importe <= auth["importe_centimos"]:
-                raise PaymentPermanentError("the refund must be positive and at most the captured amount")
-            auth = {**auth, "estado": target, "por": {**auth["por"], target: key}}
-            if importe is not None:
-                auth["reembolsado_centimos"] = importe
+            record, revision = entry
+            if key == record["key"] or any(op["key"] == key for op in record["ops"]):
+                done = next((op for op in record["ops"] if op["key"] == key), record)
+                if done["tipo"] != tipo:
+                    raise self._reused(key, record)
+                return  # applied before (maybe by a call whose answer was lost): nothing moves twice
+            if not (record["estado"] == target == "voided"):  # voiding a voided authorization moves nothing
+                if record["estado"] != source:
+                    raise PaymentPermanentError(f"cannot {tipo} an authorization that is {record['estado']}")
+                if importe is not None and not 0 < importe <= record["importe_centimos"]:
+                    raise PaymentPermanentError("the refund must be positive and at most the captured amount")
+            amount = importe if importe is not None else record["importe_centimos"]
+            op = {"tipo": tipo, "key": key, "importe_centimos": amount, "en": time.time()}
+            updated = {**record, "estado": target, "ops": [*record["ops"], op]}
             try:
-                await kv.update(f"auth.{auth_id}", orjson.dumps(auth), last=revision)
-                break
+                await kv.update(where, orjson.dumps(updated), last=revision)
+                return
             except KeyWrongLastSequenceError:
                 continue
-        amount = importe if importe is not None else auth["importe_centimos"]
-        return await self._record(
-            key, {"tipo": tipo, "key": key, "resultado": "ok", "authorization_id": auth_id, "importe_centimos": amount}
-        )
 
-    async def _record(self, key: str, record: dict[str, Any]) -> dict[str, Any]:
-        """Store the operation's result unless a twin call stored one first; return whichever is stored."""
-        record["en"] = time.time()
-        if await self._create(op_key(key), record):
-            return record
-        stored = await self._get(op_key(key))
-        assert stored is not None, "operation records are never deleted"
-        return stored
-
-    async def _create(self, kv_key: str, doc: dict[str, Any]) -> bool:
-        try:
-            await (await self._kv()).create(kv_key, orjson.dumps(doc))
-            return True
-        except KeyWrongLastSequenceError:
-            return False
+    @staticmethod
+    def _reused(key: str, record: dict[str, Any]) -> PaymentPermanentError:
+        used = next((op["tipo"] for op in [record, *record.get("ops", [])] if op["key"] == key), None)
+        if used:
+            return PaymentPermanentError(f"key {key!r} was used for a {used}")
+        return PaymentPermanentError(f"key {key!r}: its reference already has a payment, by key {record['key']!r}")
 
     async def _get(self, kv_key: str) -> dict[str, Any] | None:
         entry = await self._entry(kv_key)
@@ -244,8 +304,20 @@ class SimulatedPaymentGateway:
         if self._bucket is None:
             async with self._bucket_lock:
                 if self._bucket is None:
-                    self._bucket = await ensure_bucket(self.js, BUCKET, replicas=self.replicas)
+                    bucket = await ensure_bucket(self.js, BUCKET, replicas=self.replicas)
+                    if self._signing_key is None:
+                        self._signing_key = await self._load_signing_key(bucket)
+                    self._bucket = bucket
         return self._bucket
+
+    @staticmethod
+    async def _load_signing_key(bucket: KeyValue) -> bytes:
+        """The bucket's token key: created once (the first process wins the create), read by every other."""
+        with suppress(KeyWrongLastSequenceError):
+            await bucket.create(SIGNING_KEY, secrets.token_bytes(32))
+        entry = await bucket.get(SIGNING_KEY)
+        assert entry.value, "the token key is never deleted"
+        return entry.value
 
     @asynccontextmanager
     async def _call(self) -> AsyncIterator[None]:
@@ -261,3 +333,10 @@ class SimulatedPaymentGateway:
             raise PaymentRetryableError("the payment provider did not answer") from err
         if fails:
             raise PaymentRetryableError("simulated timeout (the operation was done)")
+
+
+def _operations(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """A payment record as the operations it holds, in the shape callers of payments_for expect."""
+    authorize = {k: v for k, v in record.items() if k not in ("ops", "marca", "ultimos4")}
+    shared = {"resultado": "ok", "authorization_id": record.get("authorization_id"), "estado": record.get("estado")}
+    return [authorize, *({**shared, **op} for op in record.get("ops", []))]

@@ -24,7 +24,14 @@ from services.reservations.payments import (
     PaymentPermanentError,
     PaymentRetryableError,
 )
-from services.reservations.payments_sim import BUCKET, SimulatedPaymentGateway, op_key
+from services.reservations.payments_sim import (
+    BUCKET,
+    SIGNING_KEY,
+    SimulatedPaymentGateway,
+    record_key,
+    sign_token,
+    verify_token,
+)
 
 OK = "4242424242424242"
 FUTURE = "12/39"
@@ -181,7 +188,68 @@ async def test_payments_for_lists_only_that_reference_whatever_the_key_character
     await gateway.authorize(f"{rid}-2:authorize", method.token, 100)
     await gateway.authorize(f"{rid}:odd key.with/dots:x", method.token, 100)
     assert {r["key"] for r in await gateway.payments_for(rid)} == {f"{rid}:authorize", f"{rid}:odd key.with/dots:x"}
-    assert op_key(f"{rid}:authorize") == f"op.{rid}.authorize"
+    assert record_key(f"{rid}:authorize") == record_key(f"{rid}:capture") == f"pay.{rid}"
+
+
+async def ledger_writes(js) -> int:
+    return (await js.stream_info(f"KV_{BUCKET}")).state.last_seq
+
+
+async def test_a_sale_costs_the_ledger_two_writes_and_retries_cost_none(js, gateway):
+    await gateway.tokenize(card())  # the bucket and its token key exist from here on
+    rid, before = str(uuid.uuid4()), await ledger_writes(js)
+    method = await gateway.tokenize(card())
+    assert await ledger_writes(js) == before  # a token is self-contained: nothing stored
+    auth = await gateway.authorize(f"{rid}:authorize", method.token, 900)
+    assert await ledger_writes(js) == before + 1
+    await gateway.capture(f"{rid}:capture", auth.id)
+    assert await ledger_writes(js) == before + 2
+    assert await gateway.authorize(f"{rid}:authorize", method.token, 900) == auth
+    await asyncio.gather(*(gateway.capture(f"{rid}:capture", auth.id) for _ in range(5)))
+    assert await ledger_writes(js) == before + 2
+
+
+async def test_concurrent_captures_with_one_key_capture_once(gateway):
+    rid, auth = await authorized(gateway)
+    await asyncio.gather(*(gateway.capture(f"{rid}:capture", auth.id) for _ in range(10)))
+    ledger = await gateway.payments_for(rid)
+    assert [(r["tipo"], r["key"], r["estado"]) for r in ledger] == [
+        ("authorize", f"{rid}:authorize", "captured"),
+        ("capture", f"{rid}:capture", "captured"),
+    ]
+
+
+async def test_tokens_survive_a_restart_and_cannot_be_forged(settings, gateway):
+    method = await gateway.tokenize(card("4000000000000002"))
+    nc = await connect(settings.nats_url, "test-payments-restarted")
+    try:
+        restarted = SimulatedPaymentGateway(nc.jetstream())  # another process: the key comes from the bucket
+        assert await restarted.authorize(f"{uuid.uuid4()}:authorize", method.token, 100) == Declined("card_declined")
+        payload, mac = method.token.removeprefix("tok_").split(".")
+        forged = verify_token(await signing_key(nc.jetstream()), method.token) | {"comportamiento": "approve"}
+        tampered = sign_token(b"k" * 32, forged).split(".")[0] + "." + mac
+        foreign = SimulatedPaymentGateway(nc.jetstream(), signing_key=b"k" * 32)
+        for token in (tampered, (await foreign.tokenize(card())).token, method.token[:-2], "tok_x.y", payload):
+            with pytest.raises(PaymentPermanentError, match="unknown payment method token"):
+                await restarted.authorize(f"{uuid.uuid4()}:authorize", token, 100)
+    finally:
+        await nc.drain()
+
+
+async def test_keys_belong_to_one_reference_and_one_kind_of_operation(gateway):
+    rid, auth = await authorized(gateway)
+    method = await gateway.tokenize(card())
+    with pytest.raises(PaymentPermanentError, match="does not belong"):
+        await gateway.capture(f"{uuid.uuid4()}:capture", auth.id)
+    with pytest.raises(PaymentPermanentError, match="already has a payment"):
+        await gateway.authorize(f"{rid}:authorize-again", method.token, 100)
+    await gateway.capture(f"{rid}:capture", auth.id)
+    with pytest.raises(PaymentPermanentError, match="was used for a capture"):
+        await gateway.authorize(f"{rid}:capture", method.token, 100)
+    with pytest.raises(PaymentPermanentError, match="was used for a capture"):
+        await gateway.refund(f"{rid}:capture", auth.id, 100)
+    assert [r["tipo"] for r in await gateway.payments_for(rid)] == ["authorize", "capture"]
+    assert [r["tipo"] for r in await gateway.payments_for(f"{rid}:capture")] == ["capture"]
 
 
 async def raw_ledger(js, *markers: str) -> list[bytes]:
@@ -200,6 +268,10 @@ async def raw_ledger(js, *markers: str) -> list[bytes]:
     return raw
 
 
+async def signing_key(js) -> bytes:
+    return (await (await js.key_value(BUCKET)).get(SIGNING_KEY)).value
+
+
 async def test_the_ledger_never_holds_the_card_number_cvc_or_expiry(js, gateway, caplog):
     pan, cvc, expiry = "5555 5555 5555 4444", "7319", "08/37"
     caplog.set_level(logging.DEBUG)
@@ -209,14 +281,14 @@ async def test_the_ledger_never_holds_the_card_number_cvc_or_expiry(js, gateway,
     rid = str(uuid.uuid4())
     auth = await gateway.authorize(f"{rid}:authorize", method.token, 100)
     await gateway.capture(f"{rid}:capture", auth.id)
-    records = await raw_ledger(js, method.token, rid, auth.id)
-    assert len(records) >= 3  # the token, the authorization and its operations were found and read
-    blob = b"\n".join(records)
+    records = await raw_ledger(js, rid)
+    assert len(records) == 1 and b'"capture"' in records[0]  # the payment record, with its capture, was read
+    payload = verify_token(await signing_key(js), method.token)
+    assert payload is not None and set(payload) == {"marca", "ultimos4", "comportamiento", "en"}
+    blob = b"\n".join([*records, method.token.encode(), orjson.dumps(payload)])
     for secret in (pan.replace(" ", ""), pan, cvc, expiry, "0837"):
         assert secret.encode() not in blob
         assert secret not in caplog.text
-    token_doc = orjson.loads((await (await js.key_value(BUCKET)).get(f"tok.{method.token}")).value)
-    assert set(token_doc) == {"marca", "ultimos4", "comportamiento", "en"}
     assert "4444" in repr(details) and pan not in repr(details) and cvc not in str(details)
 
 
