@@ -7,7 +7,6 @@ event id as `Nats-Msg-Id`, so a retried append after an ambiguous timeout is sto
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,11 +19,17 @@ from nats.js.errors import APIError, NotFoundError
 
 from eventflow.errors import Conflict
 from eventflow.jetstream import StreamSpec
+from eventflow.retry import retry_by_time
 
 TYPE_HEADER = "EventFlow-Type"
 WRONG_LAST_SEQUENCE = (10071, 10164)
 # Retry by time, not count: an R3 leader change pauses writes for up to ~10 s (measured-here.md).
 APPEND_RETRY_FOR_S = 20.0
+
+
+def _worth_retrying(err: Exception) -> bool:
+    """Server-side and transport failures may pass; a rejected request (4xx) will not."""
+    return not isinstance(err, APIError) or ((err.code or 500) >= 500 and err.err_code not in WRONG_LAST_SEQUENCE)
 
 
 class ConcurrencyConflict(Conflict):
@@ -96,25 +101,17 @@ class EventStore:
         return seq
 
     async def _publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> int:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + APPEND_RETRY_FOR_S
-        delay = 0.05
-        while True:
-            try:
-                ack = await self.js.publish(subject, payload, headers=headers, timeout=5.0)
-                return int(ack.seq)
-            except APIError as err:
-                if err.err_code in WRONG_LAST_SEQUENCE:
-                    raise ConcurrencyConflict("the aggregate changed since it was read; reload and retry") from None
-                if (err.code or 500) < 500 or loop.time() > deadline:
-                    raise
-            except Exception:
-                # Timeouts, no responders during a leader election, a reconnect: retry with the same
-                # Nats-Msg-Id, which the duplicate window turns into exactly one stored event.
-                if loop.time() > deadline:
-                    raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+        async def publish() -> int:
+            return int((await self.js.publish(subject, payload, headers=headers, timeout=5.0)).seq)
+
+        try:
+            # Timeouts, no responders during a leader election, a reconnect: retried with the same
+            # Nats-Msg-Id, which the duplicate window turns into exactly one stored event.
+            return await retry_by_time(publish, APPEND_RETRY_FOR_S, retry_if=_worth_retrying)
+        except APIError as err:
+            if err.err_code in WRONG_LAST_SEQUENCE:
+                raise ConcurrencyConflict("the aggregate changed since it was read; reload and retry") from None
+            raise
 
     async def load(self, aggregate_id: str) -> tuple[list[StoredEvent], int]:
         """All events of one aggregate and its version (0 when it has none)."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ from typing import TypeVar
 import nats.errors
 
 from eventflow.errors import Unavailable
+from eventflow.retry import retry_by_time
 from services.reservations.domain import (
     COMPENSACION_DE,
     PASOS_CANCELACION,
@@ -247,16 +247,18 @@ class Orquestador:
 
     async def _con_reintentos(self, paso: str, call: Callable[[], Awaitable[T]], retry_for: float) -> T:
         """Timeout per attempt, exponential backoff with jitter, bounded by time (not by attempts)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + retry_for
-        delay = 0.05
-        while True:
-            try:
-                return await asyncio.wait_for(call(), self.config.step_timeout_s)
-            except RETRYABLE as err:
-                if loop.time() + delay > deadline:
-                    raise Agotado(paso, err) from err
-                log.warning("saga step failed; retrying", extra={"paso": paso, "error": type(err).__name__})
-                self.metrics["reintentos"] += 1
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 2.0)
+
+        def contar(err: Exception) -> None:
+            log.warning("saga step failed; retrying", extra={"paso": paso, "error": type(err).__name__})
+            self.metrics["reintentos"] += 1
+
+        try:
+            return await retry_by_time(
+                lambda: asyncio.wait_for(call(), self.config.step_timeout_s),
+                retry_for,
+                retry_if=lambda err: isinstance(err, RETRYABLE),
+                on_retry=contar,
+                max_delay=2.0,
+            )
+        except RETRYABLE as err:
+            raise Agotado(paso, err) from err

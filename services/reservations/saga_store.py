@@ -6,13 +6,11 @@ passes the revision it read, so two processes can never both drive one saga past
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-
 import orjson
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from eventflow.retry import retry_by_time
 from services.reservations.domain import Saga
 
 BUCKET = "SAGAS"
@@ -28,6 +26,11 @@ class SagaTomada(Exception):
     """The revision moved: someone else (another replica) wrote this saga; stop driving it."""
 
 
+def _not_cas(err: Exception) -> bool:
+    """A write that timed out may or may not have landed: retrying a CAS is safe (it fails if it had)."""
+    return not isinstance(err, KeyWrongLastSequenceError)
+
+
 class SagaStore:
     def __init__(self, kv: KeyValue) -> None:
         self.kv = kv
@@ -35,14 +38,18 @@ class SagaStore:
     async def create(self, saga: Saga) -> None:
         value = orjson.dumps(saga.to_doc())
         try:
-            saga.revision = await _retrying(lambda: self.kv.create(saga.reserva_id, value))
+            saga.revision = await retry_by_time(
+                lambda: self.kv.create(saga.reserva_id, value), WRITE_RETRY_FOR_S, retry_if=_not_cas
+            )
         except KeyWrongLastSequenceError:
             saga.revision = await self._ours_after_ambiguous_write(saga.reserva_id, value, SagaYaExiste)
 
     async def save(self, saga: Saga) -> None:
         value = orjson.dumps(saga.to_doc())
         try:
-            saga.revision = await _retrying(lambda: self.kv.update(saga.reserva_id, value, last=saga.revision))
+            saga.revision = await retry_by_time(
+                lambda: self.kv.update(saga.reserva_id, value, last=saga.revision), WRITE_RETRY_FOR_S, retry_if=_not_cas
+            )
         except KeyWrongLastSequenceError:
             saga.revision = await self._ours_after_ambiguous_write(saga.reserva_id, value, SagaTomada)
 
@@ -80,20 +87,3 @@ class SagaStore:
         finally:
             await watcher.stop()
         return found
-
-
-async def _retrying(write: Callable[[], Awaitable[int]]) -> int:
-    """A write that timed out may or may not have landed: retrying a CAS is safe (it fails if it had)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WRITE_RETRY_FOR_S
-    delay = 0.05
-    while True:
-        try:
-            return int(await write())
-        except KeyWrongLastSequenceError:
-            raise
-        except Exception:
-            if loop.time() > deadline:
-                raise
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 1.0)
