@@ -14,14 +14,13 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 
 from eventflow.config import Settings
 from eventflow.jetstream import StreamSpec, connect
 from eventflow.projections import Projection, ProjectionRunner
-from eventflow.servers import port_open
+from eventflow.servers import url_listening
 from eventflow.system import ROOT, system_env
 
 SERVICES_WITH_READ_MODELS = ("users", "events", "reservations")
@@ -49,14 +48,9 @@ def read_models(services: list[str]) -> list[tuple[StreamSpec, Projection]]:
     return list(found.values())
 
 
-def reachable(url: str) -> bool:
-    first = urlsplit(url.split(",")[0])
-    return port_open(first.port or 0, first.hostname or "127.0.0.1")
-
-
 async def rebuild(settings: Settings, pairs: list[tuple[StreamSpec, Projection]]) -> list[Rebuilt]:
     for url in (settings.nats_url, settings.redis_url):
-        if not reachable(url):
+        if not url_listening(url):
             raise SystemExit(f"nothing answers at {url}: is EventFlow running (make up)?")
     try:
         nc = await asyncio.wait_for(connect(settings.nats_url, "eventflow-rebuild"), CONNECT_TIMEOUT_S)
@@ -80,17 +74,8 @@ async def rebuild(settings: Settings, pairs: list[tuple[StreamSpec, Projection]]
             result.seconds = time.perf_counter() - started
         return results
     finally:
-        await _cancel_leftovers()
         await redis.aclose()
         await nc.drain()
-
-
-async def _cancel_leftovers() -> None:
-    """A stopped runner can leave a pending `next_msg`; settle it here rather than as noise at exit."""
-    leftovers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-    for task in leftovers:
-        task.cancel()
-    await asyncio.gather(*leftovers, return_exceptions=True)
 
 
 def table(results: list[Rebuilt]) -> str:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 _PR_SET_PDEATHSIG = 1
 
@@ -44,6 +45,12 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
+
+
+def url_listening(url: str) -> bool:
+    """Whether the first server of a (comma-separated) NATS or Redis URL accepts connections."""
+    first = urlsplit(url.split(",")[0])
+    return port_open(first.port or 0, first.hostname or "127.0.0.1")
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, timeout: float, what: str) -> None:

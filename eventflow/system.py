@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from eventflow.servers import port_open
+from eventflow.servers import url_listening
 
 ROOT = Path(__file__).resolve().parents[1]
 # Start order; stopping goes the other way. The gateway starts last: it is ready once its upstreams are.
@@ -156,8 +156,7 @@ def ready(entry: Mapping[str, Any]) -> bool:
             return False
         finally:
             conn.close()
-    first = urlsplit(str(entry["url"]).split(",")[0])
-    return port_open(first.port or 0, first.hostname or "127.0.0.1")
+    return url_listening(str(entry["url"]))
 
 
 def tail(path: str | Path, lines: int = 25) -> str:

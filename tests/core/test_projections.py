@@ -154,3 +154,15 @@ async def test_a_redis_outage_is_retried_not_parked(js, redis, stream):
     finally:
         await runner.stop()
         await unreachable.aclose()
+
+
+async def test_a_stopped_runner_leaves_no_task_behind(js, redis, stream):
+    """Nothing of the runner (its subscription's pending read, its watchdog) outlives stop()."""
+    before = asyncio.all_tasks()
+    runner = ProjectionRunner(js, redis, stream, Counter(f"c{uuid.uuid4().hex[:6]}"))
+    runner.start()
+    head = await append_many(js, stream, 3)
+    assert await runner.wait_for(head, timeout=10)
+    await runner.stop()
+    await asyncio.sleep(0)  # let done callbacks run
+    assert {t for t in asyncio.all_tasks() - before if not t.done()} == set()
