@@ -6,24 +6,12 @@ and can be told to fail an operation forever (for requiere_intervencion).
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.reservations.domain import EventoInfo
-from services.reservations.inventory import (
-    Availability,
-    ConfirmOp,
-    ConfirmOutcome,
-    EventoSinInventario,
-    HoldOutcome,
-    HoldRequest,
-    Inventory,
-    ReleaseOp,
-)
 from services.reservations.payments import (
     Authorization,
     CardDetails,
@@ -33,6 +21,9 @@ from services.reservations.payments import (
     PaymentRetryableError,
 )
 from services.reservations.payments_sim import APPROVE, PROCESSING_ERROR, TEST_CARDS, check_card
+from tests.reservations.fake_inventory import FakeInventario
+
+__all__ = ["FakeCatalogo", "FakeDirectorio", "FakeInventario", "FakePagos", "evento_info"]
 
 
 def evento_info(evento_id: str = "ev1", **overrides: Any) -> EventoInfo:
@@ -63,34 +54,6 @@ class FakeCatalogo:
 
     async def evento(self, evento_id: str) -> EventoInfo | None:
         return self.eventos.get(evento_id)
-
-
-class FakeInventario:
-    def __init__(self, clock: Callable[[], float] = time.time, **capacidades: int) -> None:
-        self.clock = clock
-        self.inventarios = {evento: Inventory.for_event(n, None) for evento, n in capacidades.items()}
-        self.lost: set[str] = set()  # reservations whose confirm answers HoldLost
-
-    def _inv(self, evento_id: str) -> Inventory:
-        if evento_id not in self.inventarios:
-            raise EventoSinInventario(evento_id)
-        return self.inventarios[evento_id]
-
-    async def hold(self, req: HoldRequest) -> HoldOutcome:
-        return self._inv(req.evento_id).apply(req, self.clock())  # type: ignore[return-value]
-
-    async def confirm(self, evento_id: str, reserva_id: str) -> ConfirmOutcome:
-        if reserva_id in self.lost:
-            self._inv(evento_id).apply(ReleaseOp(evento_id, reserva_id), self.clock())
-        return self._inv(evento_id).apply(ConfirmOp(evento_id, reserva_id), self.clock())  # type: ignore[return-value]
-
-    async def release(self, evento_id: str, reserva_id: str) -> None:
-        self._inv(evento_id).apply(ReleaseOp(evento_id, reserva_id), self.clock())
-
-    async def availability(
-        self, evento_id: str, usuario_id: str | None = None, *, reciente: bool = False
-    ) -> Availability:
-        return self._inv(evento_id).availability(evento_id, self.clock(), usuario_id)
 
 
 class FakePagos:

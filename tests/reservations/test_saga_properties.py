@@ -167,14 +167,14 @@ async def _scenario(
         assert saga is not None and saga.terminada, saga
         auth = pagos.ops.get(f"{saga.reserva_id}:authorize", {}).get("auth")
         state = pagos.estado.get(auth) if auth else None
-        in_inventory = saga.reserva_id in inventario.inventarios["ev"].vendidas
+        in_inventory = inventario.sold("ev", saga.reserva_id)
         if saga.estado == Estado.CONFIRMADA:
             assert in_inventory and state == "captured"
             assert log.streams[saga.reserva_id] == [f"{saga.reserva_id}:confirmada"]
             sold += saga.cantidad
         else:
             assert saga.estado == Estado.RECHAZADA, saga.estado
-            assert not in_inventory and saga.reserva_id not in inventario.inventarios["ev"].retenidas
+            assert not in_inventory and not inventario.held("ev", saga.reserva_id)
             assert state in (None, "voided")
             assert log.streams[saga.reserva_id] == [f"{saga.reserva_id}:rechazada"]
     assert sold == availability.vendidas
