@@ -1,9 +1,11 @@
-"""The inventory in a JetStream KV bucket: one key per event, written by group commit.
+"""The inventory in a JetStream KV bucket: one key per event, written by group commit; quotas beside it.
 
 Every change is a compare-and-set on the key's revision, so two processes can never both write from the same
 state. Inside one process a per-event lane queues the ops; one worker per hot event takes everything queued
 (up to `max_batch`), applies it in order to the cached state, writes once and resolves each op with its own
-outcome. One fsync'd write then carries a whole batch: this is what keeps one hot event fast (measured-here.md).
+outcome (or its own exception: an op that fails never fails the others). One fsync'd write then carries a
+whole batch: this is what keeps one hot event fast (measured-here.md). The per-user limit is enforced with one
+small key per (event, user) in the CUPOS bucket (quota_store.py), taken before the hold.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, cast
 
 import nats.errors
 from nats.js import JetStreamContext
-from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from eventflow.contracts import EVENTO_CREADO
@@ -31,13 +33,19 @@ from services.reservations.inventory import (
     ConfirmOp,
     ConfirmOutcome,
     EventoSinInventario,
+    Held,
     HoldOutcome,
     HoldRequest,
     InventarioNoDisponible,
     Inventory,
     InventoryOp,
     ReleaseOp,
+    ReturnSaleOp,
+    SaleRecord,
+    SettleOp,
+    apply_batch,
 )
+from services.reservations.quota_store import JetStreamQuotaStore, is_transient, read_latest
 
 BUCKET = "INVENTARIO"
 log = logging.getLogger(__name__)
@@ -54,6 +62,8 @@ class StoreStats:
     largest_batch: int = 0
     conflicts: int = 0  # another process wrote the key first: reloaded and re-applied
     transient_errors: int = 0
+    failed_ops: int = 0  # ops that raised (each failed alone; the rest of its batch was written)
+    splits: int = 0  # batches too large for one write, split in two
 
 
 @dataclass
@@ -63,12 +73,12 @@ class _Lane:
     batch: list[Pending] = field(default_factory=list)  # being written now
 
 
-def _transient(err: Exception) -> bool:
-    if isinstance(err, APIError):
-        return (err.code or 500) >= 500
-    if isinstance(err, nats.errors.ConnectionClosedError | nats.errors.MaxPayloadError):
-        return False
-    return isinstance(err, nats.errors.Error | asyncio.TimeoutError | OSError)
+class _Unwritable(Exception):
+    """The batch's document cannot be written (too large for one message, or not serializable): split it."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error  # what the one op that cannot be written even alone fails with
 
 
 class JetStreamInventoryStore:
@@ -77,14 +87,19 @@ class JetStreamInventoryStore:
         js: JetStreamContext,
         kv: KeyValue,
         event_store_for_eventos: EventStore,
+        quotas: JetStreamQuotaStore,
         clock: Callable[[], float] = time.time,
         *,
         max_batch: int = 256,
         retry_for_s: float = RETRY_FOR_S,
         cache_size: int = 256,
+        max_document_bytes: int | None = None,
     ) -> None:
-        self.js, self.kv, self.events, self.clock = js, kv, event_store_for_eventos, clock
+        self.js, self.kv, self.events, self.quotas, self.clock = js, kv, event_store_for_eventos, quotas, clock
         self.max_batch, self.retry_for_s, self.cache_size = max_batch, retry_for_s, cache_size
+        # nats-py checks only the payload against max_payload; the server counts headers too: keep room.
+        server_max = int(getattr(getattr(js, "_nc", None), "max_payload", 0) or 1 << 20)
+        self.max_document_bytes = max_document_bytes or server_max - 4096
         self.stats = StoreStats()
         self._lanes: dict[str, _Lane] = {}
         self._cache: OrderedDict[str, tuple[Inventory, int]] = OrderedDict()
@@ -96,16 +111,43 @@ class JetStreamInventoryStore:
         cls, js: JetStreamContext, *, replicas: int = 1, clock: Callable[[], float] = time.time, **options: Any
     ) -> JetStreamInventoryStore:
         kv = await ensure_bucket(js, BUCKET, replicas=replicas)
-        return cls(js, kv, EventStore(js, EVENTOS), clock, **options)
+        quotas = await JetStreamQuotaStore.create(js, replicas=replicas)
+        return cls(js, kv, EventStore(js, EVENTOS), quotas, clock, **options)
 
     async def hold(self, req: HoldRequest) -> HoldOutcome:
-        return cast(HoldOutcome, await self._submit(req.evento_id, req))
+        """The user's quota first (when there is a limit), then the hold; a hold refused gives it back. A hold
+        whose outcome is unknown (an exception) keeps it: the saga's `release` gives it back."""
+        _check_key(req.evento_id)
+        if req.limite_por_usuario is None:
+            return cast(HoldOutcome, await self._submit(req.evento_id, req))
+        args = (req.evento_id, req.usuario_id, req.reserva_id)
+        refused = await self.quotas.take(*args, req.cantidad, req.limite_por_usuario)
+        if refused is not None:
+            return refused
+        try:
+            outcome = cast(HoldOutcome, await self._submit(req.evento_id, req))
+        except EventoSinInventario:
+            await self.quotas.give_back(*args)
+            raise
+        if not isinstance(outcome, Held):
+            await self.quotas.give_back(*args)
+        return outcome
 
     async def confirm(self, evento_id: str, reserva_id: str) -> ConfirmOutcome:
         return cast(ConfirmOutcome, await self._submit(evento_id, ConfirmOp(evento_id, reserva_id)))
 
-    async def release(self, evento_id: str, reserva_id: str) -> None:
+    async def release(self, evento_id: str, reserva_id: str, usuario_id: str) -> None:
+        """The inventory first, then the quota: a crash between the two leaves the user under the limit, and
+        the saga's retry (a no-op for the inventory) gives the quota back."""
         await self._submit(evento_id, ReleaseOp(evento_id, reserva_id))
+        await self.quotas.give_back(evento_id, usuario_id, reserva_id)
+
+    async def settle(self, evento_id: str, reserva_id: str) -> None:
+        await self._submit(evento_id, SettleOp(evento_id, reserva_id))
+
+    async def return_sale(self, evento_id: str, sale: SaleRecord) -> None:
+        await self._submit(evento_id, ReturnSaleOp(evento_id, sale))
+        await self.quotas.give_back(evento_id, sale.usuario_id, sale.reserva_id)
 
     async def availability(
         self, evento_id: str, usuario_id: str | None = None, *, reciente: bool = False
@@ -115,14 +157,27 @@ class JetStreamInventoryStore:
         `reciente=True` is for fail-fast pre-checks that are never the authority: it answers from the state
         this process last committed for the event when it has one (one hot event would otherwise re-read and
         parse its whole document on every request: half the service's CPU, measured with py-spy).
+        `por_usuario` comes from the user's quota key (0 without one), always read from the leader.
         """
-        if not _KEY.match(evento_id):
-            raise EventoSinInventario(evento_id)
+        _check_key(evento_id)
+        if usuario_id is None:
+            state = await self._state_for_read(evento_id, reciente)
+            return state.availability(evento_id, self.clock())
+        state, mine = await asyncio.gather(
+            self._state_for_read(evento_id, reciente), self.quotas.total(evento_id, usuario_id)
+        )
+        return state.availability(evento_id, self.clock(), mine)
+
+    async def _state_for_read(self, evento_id: str, reciente: bool) -> Inventory:
         if reciente and (committed := self._committed.get(evento_id)) is not None:
-            return committed.availability(evento_id, self.clock(), usuario_id)
+            return committed
         found = await self._read(evento_id)
-        state = found[0] if found else await self._from_event(evento_id)
-        return state.availability(evento_id, self.clock(), usuario_id)
+        return found[0] if found else await self._from_event(evento_id)
+
+    async def document_size(self, evento_id: str) -> int:
+        """Bytes of the stored document (0 before the first write): for tests and the benchmark."""
+        found = await read_latest(self.js, BUCKET, evento_id)
+        return len(found[0]) if found else 0
 
     async def drain(self) -> None:
         """Wait until every queued op has been written (for shutdown and tests)."""
@@ -131,8 +186,7 @@ class JetStreamInventoryStore:
             await asyncio.sleep(0)  # let done-callbacks of cancelled workers unregister their lanes
 
     async def _submit(self, evento_id: str, op: InventoryOp) -> Any:
-        if not _KEY.match(evento_id):
-            raise EventoSinInventario(evento_id)
+        _check_key(evento_id)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         lane = self._lanes.get(evento_id)
         if lane is None:
@@ -165,21 +219,20 @@ class JetStreamInventoryStore:
                 state, revision = (
                     self._cache.pop(evento_id) if evento_id in self._cache else await self._load(evento_id)
                 )
-                work = state.copy()
-                now = self.clock()
-                outcomes = [work.apply(op, now) for op, _ in batch]
-                revision = await self.kv.update(evento_id, work.to_json(), last=revision)
+                work, outcomes = apply_batch(state, [op for op, _ in batch], self.clock())
+                document = self._serialize(work)
+                revision = await self.kv.update(evento_id, document, last=revision)
             except KeyWrongLastSequenceError:
                 self.stats.conflicts += 1
                 if loop.time() < deadline:
                     continue
                 _fail(batch, InventarioNoDisponible("too much contention on this event; retry"))
-            except nats.errors.MaxPayloadError:
-                log.error("inventory of event %s outgrew the server's max_payload", evento_id)
-                _fail(batch, InventarioNoDisponible("this event's inventory document is too large to write"))
+            except (_Unwritable, nats.errors.MaxPayloadError) as err:
+                self._cache[evento_id] = (state, revision)  # nothing was written: still current
+                await self._split(evento_id, batch, err.error if isinstance(err, _Unwritable) else _too_large())
             except Exception as err:
                 # An ambiguous failure may have written: reload (idempotent ops replay to the same outcomes).
-                if not _transient(err):
+                if not is_transient(err):
                     _fail(batch, err)
                     return
                 self.stats.transient_errors += 1
@@ -194,9 +247,34 @@ class JetStreamInventoryStore:
                 self.stats.batches += 1
                 self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
                 for (_, future), outcome in zip(batch, outcomes, strict=True):
-                    if not future.done():
+                    if future.done():
+                        continue
+                    if isinstance(outcome, Exception):
+                        self.stats.failed_ops += 1
+                        future.set_exception(outcome)
+                    else:
                         future.set_result(outcome)
             return
+
+    def _serialize(self, state: Inventory) -> bytes:
+        try:
+            document = state.to_json()
+        except Exception as err:  # some op put in what JSON cannot hold: splitting finds it
+            raise _Unwritable(err) from err
+        if len(document) > self.max_document_bytes:
+            raise _Unwritable(_too_large())
+        return document
+
+    async def _split(self, evento_id: str, batch: list[Pending], error: Exception) -> None:
+        """Write the halves one after the other, so only an op that cannot be written even alone fails."""
+        if len(batch) == 1:
+            log.error("an op on the inventory of event %s cannot be written: %s", evento_id, error)
+            _fail(batch, error)
+            return
+        self.stats.splits += 1
+        half = len(batch) // 2
+        await self._commit(evento_id, batch[:half])
+        await self._commit(evento_id, batch[half:])
 
     def _remember(self, evento_id: str, state: Inventory, revision: int) -> None:
         self._cache[evento_id] = (state, revision)
@@ -219,13 +297,8 @@ class JetStreamInventoryStore:
             raise
 
     async def _read(self, evento_id: str) -> tuple[Inventory, int] | None:
-        try:
-            msg = await self.js.get_msg(f"KV_{BUCKET}", subject=f"$KV.{BUCKET}.{evento_id}", direct=False)
-        except NotFoundError:
-            return None
-        if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE") or not msg.data or not msg.seq:
-            return None
-        return Inventory.from_json(msg.data), int(msg.seq)
+        found = await read_latest(self.js, BUCKET, evento_id)
+        return (Inventory.from_json(found[0]), found[1]) if found else None
 
     async def _from_event(self, evento_id: str) -> Inventory:
         events, _ = await self.events.load(evento_id)
@@ -233,6 +306,15 @@ class JetStreamInventoryStore:
         if created is None:
             raise EventoSinInventario(evento_id)
         return Inventory.for_event(int(created.data["aforo_total"]), created.data.get("secciones"))
+
+
+def _too_large() -> InventarioNoDisponible:
+    return InventarioNoDisponible("this event's inventory document is too large to write")
+
+
+def _check_key(evento_id: str) -> None:
+    if not _KEY.match(evento_id):
+        raise EventoSinInventario(evento_id)
 
 
 def _fail(batch: list[Pending], err: BaseException) -> None:

@@ -1,5 +1,6 @@
 """The KV inventory store on the real nats-server: no oversell under concurrency, CAS between processes,
-expiry, lazy creation from EVENTOS, and group commit actually batching."""
+expiry, lazy creation from EVENTOS, group commit actually batching, an op that fails failing alone, batches
+split when too large, settle/return_sale, and v1 documents converted on load."""
 
 from __future__ import annotations
 
@@ -7,33 +8,25 @@ import asyncio
 import random
 import uuid
 
+import orjson
 import pytest
 
-from eventflow.contracts import EVENTO_CREADO
-from eventflow.eventstore import EventStore, NewEvent
 from eventflow.jetstream import EVENTOS, connect, ensure_stream
 from services.reservations.inventory import (
     Confirmed,
     EventoSinInventario,
     Held,
     HoldLost,
-    HoldRequest,
     InventarioNoDisponible,
     Inventory,
     InventoryStore,
-    Sale,
+    SaleRecord,
     SeatsTaken,
     SoldOut,
+    VentaInconsistente,
 )
 from services.reservations.inventory_store import BUCKET, JetStreamInventoryStore
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.reservations.inventory_helpers import ANY_RID, ANY_TIME, Clock, create_event, hold
 
 
 @pytest.fixture
@@ -56,28 +49,6 @@ async def store(js, clock):
     port: InventoryStore = store  # mypy checks the adapter against the port
     yield port
     await store.drain()
-
-
-async def create_event(js, aforo: int, secciones: list[dict] | None = None) -> str:
-    evento_id = str(uuid.uuid4())
-    data = {
-        "nombre": "Concierto",
-        "descripcion": "",
-        "fecha": "2030-01-01T20:00:00+00:00",
-        "lugar": "Madrid",
-        "aforo_total": aforo,
-        "precio_centimos": 2500,
-        "categoria": "musica",
-        "secciones": secciones,
-        "venta_desde": None,
-    }
-    await EventStore(js, EVENTOS).append(evento_id, [NewEvent(EVENTO_CREADO, data)], expected_version=0)
-    return evento_id
-
-
-def hold(evento_id: str, rid: str | None = None, user: str | None = None, n: int = 1, seats=(), ttl=60.0, limit=None):
-    rid = rid or str(uuid.uuid4())
-    return HoldRequest(rid, evento_id, user or str(uuid.uuid4()), n, tuple(seats), ttl, limit)
 
 
 async def test_300_concurrent_buyers_for_100_tickets_get_exactly_100_holds(js, store):
@@ -144,30 +115,51 @@ async def test_confirm_after_expiry_reacquires_if_free_and_is_hold_lost_if_taken
     await store.hold(hold(evento_id, rid="late", ttl=5))
     clock.now += 10
     assert await store.confirm(evento_id, "late") == Confirmed("late", ())
-    await store.release(evento_id, "late")
+    await store.release(evento_id, "late", "u")
     await store.hold(hold(evento_id, rid="lost", ttl=5))
     clock.now += 10
     assert isinstance(await store.hold(hold(evento_id, rid="thief")), Held)
     assert await store.confirm(evento_id, "lost") == HoldLost("lost")
 
 
-async def test_release_of_a_sold_reservation_gives_the_tickets_back(js, store):
-    evento_id = await create_event(js, 3)
-    await store.hold(hold(evento_id, rid="r1", n=3))
-    await store.confirm(evento_id, "r1")
-    assert (await store.availability(evento_id)).vendidas == 3
-    await store.release(evento_id, "r1")
-    await store.release(evento_id, "r1")
+async def test_release_un_sells_an_unsettled_confirmation_but_never_a_settled_sale(js, store):
+    evento_id = await create_event(js, 6)
+    for rid in ("r1", "r2"):
+        await store.hold(hold(evento_id, rid=rid, user="u", n=3))
+        await store.confirm(evento_id, rid)
+    await store.settle(evento_id, "r2")
+    assert (await store.availability(evento_id)).vendidas == 6
+    for _ in range(2):
+        await store.release(evento_id, "r1", "u")  # not recorded yet: the compensation un-sells it
+        await store.release(evento_id, "r2", "u")  # recorded: only return_sale undoes it
     avail = await store.availability(evento_id)
-    assert (avail.vendidas, avail.disponibles) == (0, 3)
+    assert (avail.vendidas, avail.disponibles) == (3, 3)
+    assert await store.confirm(evento_id, "r1") == HoldLost("r1")
 
 
-async def test_the_same_reserva_id_held_concurrently_takes_tickets_once(js, store):
+async def test_return_sale_un_sells_a_settled_sale_once(js, store):
+    seats = [{"nombre": "A", "asientos": 4}]
+    evento_id = await create_event(js, 4, seats)
+    assert isinstance(await store.hold(hold(evento_id, rid="r1", user="u", n=2)), Held)
+    assert await store.confirm(evento_id, "r1") == Confirmed("r1", ("A-1", "A-2"))
+    await store.settle(evento_id, "r1")
+    sale = SaleRecord("r1", "u", 2, ("A-1", "A-2"))
+    await asyncio.gather(store.return_sale(evento_id, sale), store.return_sale(evento_id, sale))
+    await store.return_sale(evento_id, sale)
+    assert (await store.availability(evento_id)).disponibles == 4
+    stored = Inventory.from_json((await (await js.key_value(BUCKET)).get(evento_id)).value)
+    assert stored.devueltas == {"r1": 2}
+    await store.settle(evento_id, "r1")
+    assert await store.hold(hold(evento_id, n=4)) == Held(ANY_RID, ANY_TIME, ("A-1", "A-2", "A-3", "A-4"))
+
+
+async def test_the_same_reserva_id_held_concurrently_takes_tickets_and_quota_once(js, store):
     evento_id = await create_event(js, 10)
-    request = hold(evento_id, n=4)
+    request = hold(evento_id, n=4, limit=8)
     outcomes = await asyncio.gather(*(store.hold(request) for _ in range(5)))
     assert len(set(outcomes)) == 1 and isinstance(outcomes[0], Held)
-    assert (await store.availability(evento_id, request.usuario_id)).por_usuario == 4
+    avail = await store.availability(evento_id, request.usuario_id)
+    assert (avail.retenidas, avail.por_usuario) == (4, 4)
 
 
 async def test_inventory_is_created_lazily_from_the_evento_creado_with_its_seats(js, store):
@@ -184,7 +176,7 @@ async def test_inventory_is_created_lazily_from_the_evento_creado_with_its_seats
     assert next(o for o in outcomes if isinstance(o, SeatsTaken)).asientos == ("B-1",)
     stored = Inventory.from_json((await kv.get(evento_id)).value)
     assert stored.capacidad == 4 and stored.secciones == {"A": 2, "B": 2}
-    assert [h.asientos for h in stored.retenidas.values()] == [pair]
+    assert [stored.names(h.asientos) for h in stored.retenidas.values()] == [pair]
 
 
 async def test_an_event_that_does_not_exist_has_no_inventory(store):
@@ -225,15 +217,61 @@ async def test_a_nats_restart_mid_traffic_loses_and_duplicates_nothing(js, store
     assert (await store.availability(evento_id)).retenidas == len(outcomes)
 
 
-async def test_an_inventory_that_outgrows_max_payload_fails_fast_and_clearly(js, store):
+async def test_a_batch_too_large_for_one_write_is_split_so_only_the_op_that_cannot_fit_fails(js, store):
+    """Three holds whose buyer ids are each 40 % of the largest document: two fit, the third cannot."""
     evento_id = await create_event(js, 10)
-    kv = await js.key_value(BUCKET)
-    base = Inventory(10, vendidas={"r0": Sale("", 1, ())})
-    filler = js._nc.max_payload - 10 - len(base.to_json())
-    await kv.put(evento_id, Inventory(10, vendidas={"r0": Sale("u" * filler, 1, ())}).to_json())
-    with pytest.raises(InventarioNoDisponible, match="too large"):
-        await store.hold(hold(evento_id))
+    huge = int(store.max_document_bytes * 0.4)
+    requests = [hold(evento_id, user=str(k) * huge) for k in range(3)]
+    outcomes = await asyncio.gather(*(store.hold(r) for r in requests), return_exceptions=True)
+    assert store.stats.splits >= 1 and store.stats.largest_batch <= 2, "one batch of three, split"
+    assert sum(isinstance(o, Held) for o in outcomes) == 2
+    refused = [o for o in outcomes if not isinstance(o, Held)]
+    assert len(refused) == 1 and isinstance(refused[0], InventarioNoDisponible) and "too large" in str(refused[0])
+    assert (await store.availability(evento_id)).retenidas == 2
     assert store.stats.transient_errors == 0
+
+
+async def test_an_op_that_raises_fails_alone_and_the_rest_of_its_batch_is_written(js, store):
+    evento_id = await create_event(js, 100)
+    requests = [hold(evento_id, n=2) for _ in range(20)]
+    bad = SaleRecord("never-sold", "u", 50, ())  # more than is sold: refused, nothing changes
+    outcomes = await asyncio.gather(
+        *(store.hold(r) for r in requests[:10]),
+        store.return_sale(evento_id, bad),
+        *(store.hold(r) for r in requests[10:]),
+        return_exceptions=True,
+    )
+    assert store.stats.largest_batch == 21, "all 21 ops in one batch"
+    assert isinstance(outcomes[10], VentaInconsistente) and store.stats.failed_ops == 1
+    assert all(isinstance(o, Held) for o in outcomes[:10] + outcomes[11:])
+    avail = await store.availability(evento_id)
+    assert (avail.retenidas, avail.vendidas) == (40, 0)
+    confirmed = await asyncio.gather(*(store.confirm(evento_id, r.reserva_id) for r in requests))
+    assert all(isinstance(c, Confirmed) for c in confirmed)
+    assert (await store.availability(evento_id)).vendidas == 40
+
+
+async def test_an_op_that_cannot_be_serialized_fails_alone(js, store):
+    """A buyer id with a lone surrogate passes every check but is not valid JSON text: only its hold fails."""
+    evento_id = await create_event(js, 100)
+    requests = [hold(evento_id, user="\ud800" if k == 7 else None) for k in range(16)]
+    outcomes = await asyncio.gather(*(store.hold(r) for r in requests), return_exceptions=True)
+    assert isinstance(outcomes[7], orjson.JSONEncodeError) and store.stats.splits >= 1
+    assert all(isinstance(o, Held) for k, o in enumerate(outcomes) if k != 7)
+    assert (await store.availability(evento_id)).retenidas == 15
+
+
+async def test_a_version_1_document_is_converted_on_load_and_stays_small(js, store):
+    """A v1 document kept every sale (85 B each): the first write after the upgrade keeps only counts and bits."""
+    evento_id = await create_event(js, 40_000, [{"nombre": "A", "asientos": 40_000}])
+    sales = {str(uuid.uuid4()): [str(uuid.uuid4()), 1, [f"A-{n}"]] for n in range(1, 30_001)}
+    v1 = {"capacidad": 40_000, "secciones": {"A": 40_000}, "vendidas": sales, "retenidas": {}, "caducadas": {}}
+    kv = await js.key_value(BUCKET)
+    await kv.put(evento_id, orjson.dumps(v1))
+    assert (await store.availability(evento_id)).vendidas == 30_000
+    assert await store.hold(hold(evento_id, seats=["A-30000"])) == SeatsTaken(("A-30000",))
+    assert await store.hold(hold(evento_id, rid="next", n=2)) == Held("next", ANY_TIME, ("A-30001", "A-30002"))
+    assert len((await kv.get(evento_id)).value) < 8_000
 
 
 @pytest.mark.parametrize("started", [False, True])
@@ -263,7 +301,7 @@ async def test_concurrent_multi_seat_holds_never_share_a_seat_and_are_all_or_not
     assert len(taken) == len(set(taken)) and held
     assert all(set(o.asientos) <= set(taken) for o in outcomes if isinstance(o, SeatsTaken))
     stored = Inventory.from_json((await (await js.key_value(BUCKET)).get(evento_id)).value)
-    assert sorted(a for h in stored.retenidas.values() for a in h.asientos) == sorted(taken)
+    assert sorted(a for h in stored.retenidas.values() for a in stored.names(h.asientos)) == sorted(taken)
 
 
 async def test_a_recent_availability_answers_from_this_process_commits_and_matches_the_leader(
@@ -271,7 +309,9 @@ async def test_a_recent_availability_answers_from_this_process_commits_and_match
 ):
     evento_id = await create_event(js, 10)
     buyer = str(uuid.uuid4())
-    await asyncio.gather(*(store.hold(hold(evento_id, user=buyer)) for _ in range(3)), store.hold(hold(evento_id)))
+    await asyncio.gather(
+        *(store.hold(hold(evento_id, user=buyer, limit=5)) for _ in range(3)), store.hold(hold(evento_id))
+    )
     recent = await store.availability(evento_id, buyer, reciente=True)
     assert recent == await store.availability(evento_id, buyer)
     assert (recent.retenidas, recent.disponibles, recent.por_usuario) == (4, 6, 3)
