@@ -3,6 +3,10 @@
 Money operations are idempotent by a caller-chosen `key` (f"{reserva_id}:authorize", ":capture", ":void",
 ":refund"): retrying after a timeout never moves money twice. Card details exist only in memory on their way
 to `tokenize`; everything after that uses the token.
+
+`void` names the authorization by the key of the authorize call, not by its id: when every answer to an
+authorize was lost (or a timeout cancelled the call after it was sent), the saga has no id, and the money may
+still be held. Processors offer this as a "technical cancel" by merchant reference (Adyen, for one).
 """
 
 from __future__ import annotations
@@ -71,6 +75,11 @@ class PaymentGateway(Protocol):
     async def tokenize(self, card: CardDetails) -> PaymentMethod: ...  # raises InvalidCard(codigo)
     async def authorize(self, key: str, method_token: str, importe_centimos: int) -> Authorization | Declined: ...
     async def capture(self, key: str, authorization_id: str) -> None: ...
-    async def void(self, key: str, authorization_id: str) -> None: ...
+    async def void(self, key: str, authorize_key: str) -> None:
+        """Void whatever the authorize call with `authorize_key` authorized, and make sure that call can no
+        longer authorize anything if it arrives late. A no-op when it declined. PaymentPermanentError if the
+        authorization was captured (refund it instead)."""
+        ...
+
     async def refund(self, key: str, authorization_id: str, importe_centimos: int) -> None: ...
     async def payments_for(self, reference: str) -> list[dict[str, Any]]: ...

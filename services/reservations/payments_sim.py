@@ -175,16 +175,31 @@ class SimulatedPaymentGateway:
             raise self._reused(key, record)
         if record["resultado"] == "rechazada":
             return Declined(record["codigo"])
+        if record["resultado"] == "anulada":
+            return Declined("authorization_voided")
         return Authorization(record["authorization_id"], record["importe_centimos"])
 
     async def capture(self, key: str, authorization_id: str) -> None:
         async with self._call():
             await self._transition(key, authorization_id, "capture", "authorized", "captured")
 
-    async def void(self, key: str, authorization_id: str) -> None:
-        """Only an uncaptured authorization can be voided; after a capture the saga must refund."""
+    async def void(self, key: str, authorize_key: str) -> None:
+        """A technical cancel: by the authorize call's key. With no record yet, ONE create of a voided record
+        (resultado "anulada"), so a late authorize with that key finds it and authorizes nothing."""
+        where = record_key(authorize_key)
+        if record_key(key) != where:
+            raise PaymentPermanentError(f"key {key!r} does not belong to the payment of {authorize_key!r}")
         async with self._call():
-            await self._transition(key, authorization_id, "void", "authorized", "voided")
+            while True:
+                record = await self._get(where)
+                if record is None:
+                    if await self._create_voided(where, authorize_key, key):
+                        return
+                    continue
+                if record["resultado"] != "aprobada":
+                    return  # declined, or voided before it existed: nothing is held
+                await self._transition(key, record["authorization_id"], "void", "authorized", "voided")
+                return
 
     async def refund(self, key: str, authorization_id: str, importe_centimos: int) -> None:
         async with self._call():
@@ -281,6 +296,23 @@ class SimulatedPaymentGateway:
                 return
             except KeyWrongLastSequenceError:
                 continue
+
+    async def _create_voided(self, where: str, authorize_key: str, key: str) -> bool:
+        now = time.time()
+        record = {
+            "tipo": "authorize",
+            "key": authorize_key,
+            "importe_centimos": 0,
+            "resultado": "anulada",
+            "estado": "voided",
+            "ops": [{"tipo": "void", "key": key, "importe_centimos": 0, "en": now}],
+            "en": now,
+        }
+        try:
+            await (await self._kv()).create(where, orjson.dumps(record))
+            return True
+        except KeyWrongLastSequenceError:  # the authorize (or a twin void) got there first: look again
+            return False
 
     @staticmethod
     def _reused(key: str, record: dict[str, Any]) -> PaymentPermanentError:

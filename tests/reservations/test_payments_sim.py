@@ -34,6 +34,7 @@ from services.reservations.payments_sim import (
 )
 
 OK = "4242424242424242"
+DECLINED_CARD = "4000000000000002"
 FUTURE = "12/39"
 
 
@@ -132,7 +133,7 @@ async def test_capture_then_refund_and_the_illegal_moves_around_them(gateway):
     await gateway.capture(f"{rid}:capture", auth.id)
     await gateway.capture(f"{rid}:capture", auth.id)  # retried: nothing more happens
     with pytest.raises(PaymentPermanentError, match="captured"):
-        await gateway.void(f"{rid}:void", auth.id)  # the saga must refund instead
+        await gateway.void(f"{rid}:void", f"{rid}:authorize")  # the saga must refund instead
     with pytest.raises(PaymentPermanentError):
         await gateway.capture(f"{rid}:capture-again", auth.id)
     with pytest.raises(PaymentPermanentError):
@@ -148,9 +149,9 @@ async def test_void_then_capture_is_permanent_and_refund_needs_a_capture(gateway
     rid, auth = await authorized(gateway)
     with pytest.raises(PaymentPermanentError, match="authorized"):
         await gateway.refund(f"{rid}:refund", auth.id, 100)
-    await gateway.void(f"{rid}:void", auth.id)
-    await gateway.void(f"{rid}:void", auth.id)
-    await gateway.void(f"{rid}:void-again", auth.id)  # voiding a voided authorization moves nothing
+    await gateway.void(f"{rid}:void", f"{rid}:authorize")
+    await gateway.void(f"{rid}:void", f"{rid}:authorize")
+    await gateway.void(f"{rid}:void-again", f"{rid}:authorize")  # voiding a voided authorization moves nothing
     with pytest.raises(PaymentPermanentError, match="voided"):
         await gateway.capture(f"{rid}:capture", auth.id)
     assert [(r["tipo"], r["estado"]) for r in await gateway.payments_for(rid)] == [
@@ -160,10 +161,46 @@ async def test_void_then_capture_is_permanent_and_refund_needs_a_capture(gateway
     ]
 
 
+async def test_void_by_the_authorize_key_finds_an_authorization_whose_answer_was_lost(gateway):
+    """The saga never learnt the authorization id (every answer lost): the void still finds the money."""
+    method = await gateway.tokenize(card())
+    rid = str(uuid.uuid4())
+    await gateway.authorize(f"{rid}:authorize", method.token, 700)  # the answer is thrown away
+    await gateway.void(f"{rid}:void", f"{rid}:authorize")
+    assert [(r["tipo"], r["estado"]) for r in await gateway.payments_for(rid)] == [
+        ("authorize", "voided"),
+        ("void", "voided"),
+    ]
+
+
+async def test_a_void_before_the_authorize_arrived_makes_the_late_authorize_decline(gateway):
+    """A request still in flight when the saga gave up must not hold the buyer's money once it lands."""
+    method = await gateway.tokenize(card())
+    rid = str(uuid.uuid4())
+    await gateway.void(f"{rid}:void", f"{rid}:authorize")
+    await gateway.void(f"{rid}:void", f"{rid}:authorize")
+    late = await gateway.authorize(f"{rid}:authorize", method.token, 700)
+    assert late == Declined("authorization_voided")
+    assert [(r["tipo"], r["estado"]) for r in await gateway.payments_for(rid)] == [
+        ("authorize", "voided"),
+        ("void", "voided"),
+    ]
+
+
+async def test_void_of_a_declined_authorization_moves_nothing(gateway):
+    method = await gateway.tokenize(card(DECLINED_CARD))
+    rid = str(uuid.uuid4())
+    assert isinstance(await gateway.authorize(f"{rid}:authorize", method.token, 700), Declined)
+    await gateway.void(f"{rid}:void", f"{rid}:authorize")
+    assert [r["resultado"] for r in await gateway.payments_for(rid)] == ["rechazada"]
+
+
 async def test_a_racing_capture_and_void_cannot_both_win(gateway):
     rid, auth = await authorized(gateway)
     results = await asyncio.gather(
-        gateway.capture(f"{rid}:capture", auth.id), gateway.void(f"{rid}:void", auth.id), return_exceptions=True
+        gateway.capture(f"{rid}:capture", auth.id),
+        gateway.void(f"{rid}:void", f"{rid}:authorize"),
+        return_exceptions=True,
     )
     assert sum(r is None for r in results) == 1
     assert sum(isinstance(r, PaymentPermanentError) for r in results) == 1
