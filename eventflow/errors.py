@@ -7,6 +7,7 @@ including FastAPI's own 404/405/422, into `application/problem+json`.
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,6 +19,8 @@ from eventflow.responses import JsonResponse
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger(__name__)
+# Set by eventflow.web.IdempotencyKeyMiddleware: a 500 is answered outside every middleware, so it reads it here.
+idempotency_key_var: ContextVar[str | None] = ContextVar("idempotency_key", default=None)
 
 
 class DomainError(Exception):
@@ -88,7 +91,9 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JsonResponse:
-        return problem(exc.status, exc.title, exc.detail, slug=exc.slug, instance=request.url.path, **exc.extra)
+        response = problem(exc.status, exc.title, exc.detail, slug=exc.slug, instance=request.url.path, **exc.extra)
+        response.headers.update(getattr(exc, "headers", None) or {})
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JsonResponse:
@@ -112,10 +117,13 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JsonResponse:
         log.exception("unhandled error", extra={"path": request.url.path})
-        return problem(
+        response = problem(
             500,
             "Internal error",
             "Something failed on our side; it was logged.",
             slug="internal",
             instance=request.url.path,
         )
+        if key := idempotency_key_var.get():
+            response.headers["idempotency-key"] = key
+        return response

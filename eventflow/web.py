@@ -14,7 +14,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventflow.config import Settings
-from eventflow.errors import install_problem_handlers, problem
+from eventflow.errors import idempotency_key_var, install_problem_handlers, problem
 from eventflow.logs import configure_logging, request_id_var
 from eventflow.responses import JsonResponse
 
@@ -46,6 +46,36 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
+
+
+class IdempotencyKeyMiddleware:
+    """Gives a POST to `paths` that came without an Idempotency-Key a generated one, before anything runs, and
+    returns it on every answer: a client whose request failed with a 500 or timed out at the gateway can retry
+    it safely with that key."""
+
+    def __init__(self, app: ASGIApp, paths: tuple[str, ...]) -> None:
+        self.app = app
+        self.paths = paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        headers = list(scope["headers"])
+        key = next((value for name, value in headers if name == b"idempotency-key"), None)
+        if key is None:
+            key = uuid.uuid4().hex.encode()
+            scope = {**scope, "headers": [*headers, (b"idempotency-key", key)]}
+        idempotency_key_var.set(key.decode("latin-1"))  # not reset: the 500 handler runs after we return
+
+        async def send_with_key(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                sent = message.setdefault("headers", [])
+                if not any(name.lower() == b"idempotency-key" for name, _ in sent):
+                    sent.append((b"idempotency-key", key))
+            await send(message)
+
+        await self.app(scope, receive, send_with_key)
 
 
 def health_router(checks: dict[str, ReadyCheck]) -> APIRouter:

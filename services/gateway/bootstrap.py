@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from eventflow.http import client_session
 from eventflow.jetstream import StreamSpec
 from eventflow.projections import Projection
-from eventflow.web import ReadyCheck
+from eventflow.web import IdempotencyKeyMiddleware, ReadyCheck
 from eventflow.web import create_app as create_base_app
 from services.gateway.api import Gateway, router
 from services.gateway.auth import Authenticator, allow_all
@@ -62,6 +62,7 @@ def create_app(settings: GatewaySettings | None = None, *, authenticate: Authent
 
     checks = {"redis": redis_ready} | {name: _upstream_check(state, url) for name, url in upstreams.items()}
     app = create_base_app("EventFlow gateway", lifespan, checks)
+    app.add_middleware(IdempotencyKeyMiddleware, paths=("/api/reservar",))
     app.router.redirect_slashes = False  # `/api` is an unknown route, not a redirect to `/api/`
     app.include_router(router)
     return app

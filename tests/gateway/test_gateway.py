@@ -142,6 +142,23 @@ async def test_upstream_too_slow_is_504_problem(settings: Settings, upstreams: d
         assert body["type"] == "/problems/gateway-timeout"
 
 
+async def test_a_reservation_without_a_key_gets_one_before_it_is_forwarded(gateway: httpx.AsyncClient) -> None:
+    received = (await gateway.post("/api/reservar", json={})).json()["headers"]
+    assert len(received["idempotency-key"]) == 32
+    mine = (await gateway.post("/api/reservar", json={}, headers={"Idempotency-Key": "k-9"})).json()["headers"]
+    assert mine["idempotency-key"] == "k-9"
+
+
+async def test_a_reservation_timing_out_at_the_gateway_still_returns_its_key(
+    settings: Settings, upstreams: dict[str, str]
+) -> None:
+    """Issue 6 defect 7: a 504 without the generated key left the client no safe way to retry."""
+    async with api_client(create_app(gateway_settings(settings, upstreams, gateway_timeout=0.3))) as client:
+        resp = await client.post("/api/reservar?slow=1", json={})
+        assert_problem(resp, 504)
+        assert len(resp.headers["idempotency-key"]) == 32
+
+
 async def test_service_not_deployed_is_503(settings: Settings, upstreams: dict[str, str]) -> None:
     gateway_conf = gateway_settings(settings, upstreams, gateway_upstreams="users,events")
     async with api_client(create_app(gateway_conf)) as client:

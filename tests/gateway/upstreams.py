@@ -16,7 +16,7 @@ ETAG = '"v1"'
 
 
 def echo_app(name: str) -> FastAPI:
-    """Answers with what it received; `?status=` picks the status; `/slow` never answers in time."""
+    """Answers with what it received; `?status=` picks the status; `/slow` (or `?slow=1`) never answers in time."""
     app = FastAPI()
 
     @app.get("/health/ready")
@@ -25,7 +25,7 @@ def echo_app(name: str) -> FastAPI:
 
     @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     async def echo(request: Request, path: str) -> Response:
-        if path.endswith("/slow"):
+        if path.endswith("/slow") or request.query_params.get("slow"):
             await asyncio.sleep(30)
         if request.headers.get("if-none-match") == ETAG:
             return Response(status_code=304, headers={"etag": ETAG, "cache-control": "max-age=5"})
