@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -124,6 +125,8 @@ class Supervisor:
             if name == "gateway":  # least privilege: the gateway never decrypts personal data
                 for secret in SECRETS:
                     env.pop(secret, None)
+            if name == "reservations":  # stable across restarts, so a restarted process resumes its sagas at once
+                env.setdefault("EVENTFLOW_RESERVAS_INSTANCIA", f"reservations@{socket.gethostname()}:{port}")
             module = f"services.{name}.main"
             log_path = self.layout.log_dir / f"{name}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -77,9 +77,10 @@ async def reservar(
 ) -> Response:
     """201 with the outcome; 200 for a repeated Idempotency-Key; 202 + Location if still running after the wait.
 
-    Without an Idempotency-Key one is generated (and echoed), so that request cannot be safely retried.
+    Without an Idempotency-Key one is generated (IdempotencyKeyMiddleware) and echoed on every answer, errors
+    included, so the request can be retried safely with it.
     """
-    key = idempotency_key or str(uuid.uuid4())
+    key = idempotency_key or str(uuid.uuid4())  # the middleware always sets one; direct calls may not
     pago = body.pago
     cmd = ReservarEntradas(
         usuario_id=body.usuario_id,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,10 +19,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from eventflow.config import Settings
 from eventflow.eventstore import EventStore
 from eventflow.http import client_session
-from eventflow.jetstream import RESERVAS, StreamSpec, connect, ensure_bucket
+from eventflow.jetstream import RESERVAS, StreamSpec, connect
 from eventflow.projections import Projection
 from eventflow.runtime import Infrastructure
-from eventflow.web import ReadyCheck
+from eventflow.web import IdempotencyKeyMiddleware, ReadyCheck
 from eventflow.web import create_app as create_base_app
 from services.reservations import api
 from services.reservations.catalog import (
@@ -50,7 +51,7 @@ from services.reservations.inventory_store import JetStreamInventoryStore
 from services.reservations.payments import PaymentGateway
 from services.reservations.payments_sim import SimulatedPaymentGateway
 from services.reservations.saga import Orquestador, SagaConfig
-from services.reservations.saga_store import BUCKET, SagaStore
+from services.reservations.saga_store import BUCKET, ReservationArchive, SagaStore
 from services.reservations.steps import SagaDeps
 
 INTERVENTIONS_KEY = "reservas:requiere_intervencion"
@@ -63,11 +64,10 @@ class ReservasSettings(BaseSettings):
 
     espera_s: float = 5.0  # how long POST waits for an outcome before answering 202 + Location
     hold_ttl_s: float = 120.0
-    limite_por_usuario: int | None = 8
-    # The chain's limit pre-check reads the event's whole inventory document (one CP read per request);
-    # the hold enforces the limit atomically either way.
+    # The per-user limit and the per-request maximum are the event's (set by its organizer); the chain's
+    # limit pre-check reads the buyer's quota (one CP read per request), the hold enforces it atomically.
     precheck_limite: bool = True
-    max_por_solicitud: int = 10
+    max_por_solicitud: int = 50  # a hard cap whatever the event says (a request lists at most 50 seats)
     tasa_cargo_bp: int = 500
     cargo_minimo_centimos: int = 50
     step_timeout_s: float = 10.0
@@ -75,8 +75,10 @@ class ReservasSettings(BaseSettings):
     record_retry_for_s: float = 60.0
     compensation_retry_for_s: float = 30.0
     lease_s: float = 30.0
-    # The saga owner; a restart with the same id resumes its sagas at once. Distinct per replica.
-    instancia: str = socket.gethostname()
+    # The saga owner: distinct per process (two workers on one host must not share it). A restart with the
+    # same id resumes its sagas at once, so the supervisor and the deployments set a stable one per replica;
+    # the default (host and pid) is unique, and its sagas are picked up when their lease runs out.
+    instancia: str = f"{socket.gethostname()}-{os.getpid()}"
     cache_eventos_s: float = 1.0
     cache_usuarios_s: float = 5.0
 
@@ -99,12 +101,11 @@ def build_chain(
     pagos: PaymentGateway,
     reloj: Reloj = reloj_utc,
 ) -> Manejador:
-    limite = ValidadorDeLimite(inventario, cfg.limite_por_usuario if cfg.precheck_limite else None)
     return encadenar(
         ValidadorDeDatos(cfg.max_por_solicitud),
         ValidadorDeUsuario(usuarios),
         ValidadorDeEvento(eventos, reloj),
-        limite,
+        ValidadorDeLimite(inventario, activo=cfg.precheck_limite),
         ValidadorDeInventario(),
         CalculadorDePrecio(cfg.tasa_cargo_bp, cfg.cargo_minimo_centimos),
         TokenizadorDePago(pagos),
@@ -148,14 +149,15 @@ def create_app(
         pay = pagos or SimulatedPaymentGateway(
             processor_js, sim.latency_s, sim.failure_rate, replicas=settings.replicas
         )
-        store = SagaStore(await ensure_bucket(infra.js, BUCKET, settings.replicas))
+        store = await SagaStore.open(infra.js, BUCKET, settings.replicas)
+        reservas = EventStore(infra.js, RESERVAS)
 
         async def count_intervention(saga: Saga) -> None:
             await infra.redis.incr(INTERVENTIONS_KEY)
 
         orquestador = Orquestador(
             store,
-            SagaDeps(inv, pay, EventStore(infra.js, RESERVAS), cfg.hold_ttl_s, cfg.limite_por_usuario),
+            SagaDeps(inv, pay, reservas, cfg.hold_ttl_s),
             saga_config(cfg),
             on_intervention=count_intervention,
         )
@@ -167,7 +169,7 @@ def create_app(
             pay,
             reloj,
         )
-        app.state.deps = Deps(store, orquestador, cadena, cfg.instancia, cfg.lease_s)
+        app.state.deps = Deps(store, ReservationArchive(reservas), orquestador, cadena, cfg.instancia, cfg.lease_s)
         app.state.espera_s = cfg.espera_s
         app.state.orquestador = orquestador
         app.state.inventario, app.state.pagos = inv, pay
@@ -189,6 +191,7 @@ def create_app(
             await infra.close()
 
     app = create_base_app("EventFlow reservations", lifespan, checks)
+    app.add_middleware(IdempotencyKeyMiddleware, paths=("/api/reservar",))
     app.include_router(api.router)
     return app
 

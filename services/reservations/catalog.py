@@ -27,6 +27,11 @@ class CatalogoEventos(Protocol):
     async def evento(self, evento_id: str) -> EventoInfo | None: ...
 
 
+# Events created before the organizer could set them carry neither: these are the events service's defaults.
+LIMITE_POR_DEFECTO = 10
+MAX_POR_DEFECTO = 10
+
+
 def _instante(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) and value else None
 
@@ -41,6 +46,7 @@ def evento_desde_documento(doc: dict[str, Any]) -> EventoInfo:
     if fecha is None:
         raise ValueError("event without fecha")
     aforo = int(doc.get("aforo_total") or 0)
+    limite = int(doc.get("limite_por_usuario") or LIMITE_POR_DEFECTO)
     return EventoInfo(
         id=str(doc.get("id") or doc.get("evento_id")),
         aforo_total=aforo,
@@ -49,6 +55,8 @@ def evento_desde_documento(doc: dict[str, Any]) -> EventoInfo:
         fecha=fecha,
         venta_desde=_instante(doc.get("venta_desde")),
         numerado=bool(doc.get("secciones")),
+        limite_por_usuario=limite,
+        max_por_solicitud=min(limite, int(doc.get("max_por_solicitud") or MAX_POR_DEFECTO)),
     )
 
 

@@ -72,9 +72,12 @@ _VENCIMIENTO = re.compile(r"^(0[1-9]|1[0-2])/\d{2}$")
 
 
 class ValidadorDeDatos(Manejador):
-    """Shape and ranges the API types cannot express: quantity bounds, seat list, card formats."""
+    """Shape and ranges the API types cannot express: quantity bounds, seat list, card formats.
 
-    def __init__(self, max_por_solicitud: int = 10) -> None:
+    `max_por_solicitud` here is the service's hard cap; each event's own (lower) one is ValidadorDeEvento's.
+    """
+
+    def __init__(self, max_por_solicitud: int = 50) -> None:
         super().__init__()
         self.max_por_solicitud = max_por_solicitud
 
@@ -106,7 +109,7 @@ class ValidadorDeUsuario(Manejador):
 
 
 class ValidadorDeEvento(Manejador):
-    """Exists, not past, on sale (venta_desde), and seats only for seated events."""
+    """Exists, not past, on sale (venta_desde), at most the event's tickets per request, seats only if seated."""
 
     def __init__(self, catalogo: CatalogoEventos, reloj: Reloj = reloj_utc) -> None:
         super().__init__()
@@ -127,19 +130,26 @@ class ValidadorDeEvento(Manejador):
             )
         if cmd.asientos and not evento.numerado:
             raise self.rechazo("evento_sin_asientos", "this event has no numbered seats; omit asientos")
+        if cmd.cantidad > evento.max_por_solicitud:
+            raise self.rechazo(
+                "cantidad_invalida",
+                f"at most {evento.max_por_solicitud} tickets per request for this event",
+                max_por_solicitud=evento.max_por_solicitud,
+            )
         solicitud.evento = evento
 
 
 class ValidadorDeLimite(Manejador):
-    """Pre-check of the per-user limit (sold + held); the hold enforces it atomically."""
+    """Pre-check of the event's per-user limit (sold + held); the hold enforces it atomically."""
 
-    def __init__(self, inventario: InventoryStore, limite: int | None) -> None:
+    def __init__(self, inventario: InventoryStore, activo: bool = True) -> None:
         super().__init__()
         self.inventario = inventario
-        self.limite = limite
+        self.activo = activo
 
     async def procesar(self, solicitud: Solicitud) -> None:
-        if self.limite is None:
+        evento = solicitud.evento
+        if not self.activo or evento is None:
             return
         cmd = solicitud.comando
         try:
@@ -147,12 +157,12 @@ class ValidadorDeLimite(Manejador):
         except EventoSinInventario:
             raise self.rechazo("evento_inexistente", "the event has no inventory") from None
         actuales = disponibilidad.por_usuario or 0
-        if actuales + cmd.cantidad > self.limite:
+        if actuales + cmd.cantidad > evento.limite_por_usuario:
             raise self.rechazo(
                 "limite_por_usuario",
-                f"at most {self.limite} tickets per user for this event",
+                f"at most {evento.limite_por_usuario} tickets per user for this event",
                 409,
-                limite=self.limite,
+                limite=evento.limite_por_usuario,
                 actuales=actuales,
             )
 

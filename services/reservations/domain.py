@@ -38,13 +38,21 @@ class Fase(StrEnum):
 
 
 PASOS_COMPRA = ("hold", "authorize", "confirm", "capture", "record")
-PASOS_CANCELACION = ("refund", "release", "record_cancel")
+PASOS_CANCELACION = ("refund", "return_sale", "record_cancel")
 # The compensation registered before each purchase step runs (None: nothing new to undo).
 COMPENSACION_DE = {"hold": "release", "authorize": "void", "confirm": None, "capture": None, "record": None}
 
 
 def reserva_id_para(usuario_id: str, idempotency_key: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{usuario_id}:{idempotency_key}"))
+
+
+def es_reserva_id(texto: str) -> bool:
+    """Reservation ids are canonical UUIDs; anything else names no reservation (a 404, never a KV error)."""
+    try:
+        return str(uuid.UUID(texto)) == texto
+    except ValueError:
+        return False
 
 
 def ahora_iso() -> str:
@@ -95,6 +103,8 @@ class EventoInfo:
     fecha: datetime
     venta_desde: datetime | None
     numerado: bool
+    limite_por_usuario: int = 10  # tickets per user for this event, sold + held (the organizer's choice)
+    max_por_solicitud: int = 10  # tickets in one request; never above limite_por_usuario
 
 
 @dataclass
@@ -109,6 +119,7 @@ class Saga:
     importe_centimos: int
     metodo: dict[str, str]  # token, marca, ultimos4: never the PAN
     huella: str
+    limite_por_usuario: int | None = None  # the event's, copied when the saga starts
     estado: Estado = Estado.PENDIENTE
     fase: Fase = Fase.ADELANTE
     paso: str | None = "hold"
@@ -119,9 +130,11 @@ class Saga:
     historial: list[dict[str, Any]] = field(default_factory=list)
     owner: str = ""
     lease_until: float = 0.0
+    reanudaciones: int = 0  # drivers that took it over after a crash or a lost lease: bounded (MAX_REANUDACIONES)
     creada_en: str = field(default_factory=ahora_iso)
     actualizada_en: str = field(default_factory=ahora_iso)
     revision: int = 0
+    persistido: bytes = field(default=b"", repr=False)  # the document as last written: what a failed save leaves
 
     @property
     def terminada(self) -> bool:
@@ -154,8 +167,49 @@ class Saga:
         doc = dict(doc, estado=Estado(doc["estado"]), fase=Fase(doc["fase"]))
         return cls(**doc, revision=revision)
 
+    def resultado(self) -> dict[str, Any]:
+        """What the outcome event keeps of a finished saga, so the reservation reads the same once the saga's
+        own record is gone (see `desde_resultado`): never the payment token."""
+        return {
+            "estado": self.estado.value,
+            "motivo": self.motivo,
+            "importe_centimos": self.importe_centimos,
+            "asientos": self.datos.get("asientos", self.asientos),
+            "pago": {"marca": self.metodo.get("marca"), "ultimos4": self.metodo.get("ultimos4")},
+            "autorizacion": self.datos.get("autorizacion"),
+            "huella": self.huella,
+            "historial": self.historial,
+            "creada_en": self.creada_en,
+        }
 
-_DOC_FIELDS = tuple(f.name for f in fields(Saga) if f.name != "revision")
+    @classmethod
+    def desde_resultado(cls, data: dict[str, Any], actualizada_en: str) -> Saga:
+        """A finished reservation rebuilt from its last outcome event (ReservaConfirmada/Rechazada/Cancelada)."""
+        datos: dict[str, Any] = {"asientos": list(data.get("asientos") or [])}
+        if data.get("autorizacion"):
+            datos["autorizacion"] = data["autorizacion"]
+        return cls(
+            reserva_id=data["reserva_id"],
+            usuario_id=data["usuario_id"],
+            evento_id=data["evento_id"],
+            cantidad=int(data["cantidad"]),
+            asientos=list(data.get("asientos") or []),
+            importe_centimos=int(data.get("importe_centimos", 0)),
+            metodo=dict(data.get("pago") or {}),
+            huella=data.get("huella", ""),
+            estado=Estado(data["estado"]),
+            fase=Fase.TERMINADA,
+            paso=None,
+            motivo=data.get("motivo"),
+            datos=datos,
+            historial=list(data.get("historial") or []),
+            creada_en=data.get("creada_en", actualizada_en),
+            actualizada_en=actualizada_en,
+        )
+
+
+_DOC_FIELDS = tuple(f.name for f in fields(Saga) if f.name not in ("revision", "persistido"))
+MAX_REANUDACIONES = 10
 
 
 class PasoFallido(Exception):

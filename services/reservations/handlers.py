@@ -1,5 +1,8 @@
 """Service layer: the command handlers behind the API. They start a saga or read it; the orchestrator
 (saga.py) drives it through the steps in steps.py.
+
+A reservation lives in the SAGAS bucket while its saga runs and in the RESERVAS stream once it has finished
+(saga_store.py), so every read looks in both, in that order.
 """
 
 from __future__ import annotations
@@ -19,14 +22,19 @@ from services.reservations.domain import (
     ReservaNoEncontrada,
     ReservarEntradas,
     Saga,
+    es_reserva_id,
 )
 from services.reservations.saga import Orquestador
-from services.reservations.saga_store import SagaStore, SagaTomada, SagaYaExiste
+from services.reservations.saga_store import ReservationArchive, SagaStore, SagaTomada, SagaYaExiste
+
+# A saga document at one of these steps may have its outcome stored already (its purge is what is pending).
+_LAST_STEPS = ("record", "reject", "record_cancel")
 
 
 @dataclass
 class Deps:
     store: SagaStore
+    archivo: ReservationArchive
     orquestador: Orquestador
     cadena: Manejador
     owner: str
@@ -45,6 +53,7 @@ def nueva_saga(cmd: ReservarEntradas, solicitud: Solicitud) -> Saga:
         importe_centimos=solicitud.importe_centimos,
         metodo={"token": metodo.token, "marca": metodo.marca, "ultimos4": metodo.ultimos4},
         huella=cmd.huella(),
+        limite_por_usuario=solicitud.evento.limite_por_usuario if solicitud.evento else None,
     )
     saga.registrar("release")  # the hold's compensation, registered before the hold runs
     return saga
@@ -52,7 +61,7 @@ def nueva_saga(cmd: ReservarEntradas, solicitud: Solicitud) -> Saga:
 
 async def reservar(cmd: ReservarEntradas, deps: Deps) -> tuple[Saga, bool]:
     """Returns (saga, created). Nothing is held or charged before the chain passes."""
-    existing = await deps.store.get(cmd.reserva_id)
+    existing = await _find(cmd.reserva_id, deps)
     if existing is not None:
         return _same_request(existing, cmd), False
     solicitud = await deps.cadena.manejar(Solicitud(cmd))
@@ -61,10 +70,14 @@ async def reservar(cmd: ReservarEntradas, deps: Deps) -> tuple[Saga, bool]:
     try:
         await deps.store.create(saga)
     except SagaYaExiste:
-        existing = await deps.store.get(cmd.reserva_id)
+        existing = await _find(cmd.reserva_id, deps)
         if existing is None:
             raise Conflict("the reservation is being created; retry") from None
         return _same_request(existing, cmd), False
+    if (finished := await deps.archivo.get(cmd.reserva_id)) is not None:
+        # A twin request ran its whole saga between our look and our create: ours must not run again.
+        await deps.store.finish(saga)
+        return _same_request(finished, cmd), False
     deps.orquestador.start(saga)
     return saga, True
 
@@ -75,8 +88,15 @@ def _same_request(saga: Saga, cmd: ReservarEntradas) -> Saga:
     return saga
 
 
-async def consultar(reserva_id: str, deps: Deps) -> Saga:
+async def _find(reserva_id: str, deps: Deps) -> Saga | None:
     saga = await deps.store.get(reserva_id)
+    if saga is not None and (saga.paso not in _LAST_STEPS or saga.terminada):
+        return saga
+    return await deps.archivo.get(reserva_id) or saga
+
+
+async def consultar(reserva_id: str, deps: Deps) -> Saga:
+    saga = await _find(reserva_id, deps) if es_reserva_id(reserva_id) else None
     if saga is None:
         raise ReservaNoEncontrada("no reservation has this id")
     return saga
@@ -108,9 +128,19 @@ async def cancelar(cmd: CancelarReserva, deps: Deps) -> Saga:
         saga.anotar("cancelacion", "solicitada")
         saga.arrendar(deps.owner, deps.lease_s)
         try:
-            await deps.store.save(saga)
-        except SagaTomada:
+            await (deps.store.save(saga) if saga.revision else _reopen(saga, deps))
+        except (SagaTomada, SagaYaExiste):
             continue
         deps.orquestador.start(saga)
         return saga
     raise Conflict("the reservation kept changing; retry")
+
+
+async def _reopen(saga: Saga, deps: Deps) -> None:
+    """A finished reservation gets a saga key again for its cancellation; the create is the claim (one wins),
+    and a cancellation that finished between our read and our create is not run twice."""
+    await deps.store.create(saga)
+    latest = await deps.archivo.get(saga.reserva_id)
+    if latest is not None and latest.estado != Estado.CONFIRMADA:
+        await deps.store.finish(saga)
+        raise SagaTomada(saga.reserva_id)

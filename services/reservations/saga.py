@@ -1,11 +1,18 @@
 """The orchestrator: drives each reservation's saga from its durable state, forward or backward.
 
-Purchase: hold -> authorize -> confirm -> capture (pivot) -> record. Each step's compensation is registered
-(and persisted) before the step runs; a failure unwinds the registered compensations in reverse, then marks
-the reservation rechazada. The state is written before each step and after each result, one CAS write
-carrying both ("after step N" is "before step N+1"), so a restarted process resumes exactly where the last
-one stopped: every step and compensation is idempotent by reserva_id, so re-running the one in flight is safe.
-A compensation that keeps failing ends in requiere_intervencion: written, logged at error level, counted.
+Purchase: hold -> authorize -> confirm -> capture (the pivot) -> record. Each step's compensation is registered
+(and persisted) before the step runs; a failure before the pivot unwinds the registered compensations in
+reverse, then marks the reservation rechazada. From the pivot on the saga only goes forward: a capture the
+processor refuses took no money (unwind), but a capture or record whose outcome stays unknown after its retries
+ends in requiere_intervencion, never in an automatic refund of a buyer who may hold tickets.
+
+The state is written before each step and after each result, one CAS write carrying both ("after step N" is
+"before step N+1"), so a restarted process resumes exactly where the last one stopped: every step and
+compensation is idempotent by reserva_id, so re-running the one in flight is safe. While a step runs its
+lease is renewed, so no second driver starts it. Whatever a step raises, the saga ends: a business "no"
+unwinds, a retryable error is retried by time, anything else unwinds before the pivot and needs an operator
+after it; a saga resumed too many times (a crash loop) needs an operator too. A finished saga's key is purged
+once its outcome event is stored (saga_store.py).
 """
 
 from __future__ import annotations
@@ -19,11 +26,14 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import nats.errors
+import orjson
+from nats.js.errors import APIError, InvalidBucketNameError, InvalidKeyError
 
-from eventflow.errors import Unavailable
+from eventflow.errors import DomainError, Unavailable
 from eventflow.retry import retry_by_time
 from services.reservations.domain import (
     COMPENSACION_DE,
+    MAX_REANUDACIONES,
     PASOS_CANCELACION,
     PASOS_COMPRA,
     Estado,
@@ -31,23 +41,26 @@ from services.reservations.domain import (
     PasoFallido,
     Saga,
 )
-from services.reservations.inventory import InventarioNoDisponible
 from services.reservations.payments import PaymentRetryableError
 from services.reservations.saga_store import SagaStore, SagaTomada
-from services.reservations.steps import SagaDeps, compensacion_necesaria, run_paso
+from services.reservations.steps import SagaDeps, compensacion_necesaria, run_step
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-RETRYABLE: tuple[type[BaseException], ...] = (
-    PaymentRetryableError,
-    InventarioNoDisponible,
-    Unavailable,
-    TimeoutError,
-    ConnectionError,
-    OSError,
-    nats.errors.Error,
-)
+# From the pivot on, a purchase never compensates on an unknown outcome.
+DESPUES_DEL_PIVOTE = ("capture", "record")
+
+
+def retryable(err: BaseException) -> bool:
+    """Transient: the same call may succeed later (timeouts, a leader election, a provider hiccup)."""
+    if isinstance(err, PaymentRetryableError | Unavailable | TimeoutError | ConnectionError | OSError):
+        return True
+    if isinstance(err, InvalidKeyError | InvalidBucketNameError):
+        return False
+    if isinstance(err, APIError):
+        return err.code is None or err.code >= 500
+    return isinstance(err, nats.errors.Error)
 
 
 @dataclass(frozen=True)
@@ -55,16 +68,30 @@ class SagaConfig:
     owner: str  # this process; restarting with the same owner resumes its sagas at once
     step_timeout_s: float = 10.0
     retry_for_s: float = 15.0  # forward steps before the pivot: then compensate (processing_error)
-    record_retry_for_s: float = 60.0  # after the pivot: then requiere_intervencion
+    record_retry_for_s: float = 60.0  # the pivot and after: then requiere_intervencion
     compensation_retry_for_s: float = 30.0
     lease_s: float = 30.0
 
 
 class Agotado(Exception):
+    """A step gave up: its retries ran out, or it raised something no retry can fix (`permanente`)."""
+
     def __init__(self, paso: str, causa: BaseException) -> None:
         super().__init__(f"{paso}: {type(causa).__name__}: {causa}")
         self.paso = paso
         self.causa = causa
+        self.permanente = not retryable(causa)
+
+    @property
+    def motivo(self) -> str:
+        """Why the buyer's reservation was rejected, in the words of the API's `motivo`."""
+        if not self.permanente and (self.paso == "authorize" or isinstance(self.causa, PaymentRetryableError)):
+            return "processing_error"  # the processor did not answer in time, or answered "try again"
+        if not self.permanente:
+            return "no_disponible"
+        if isinstance(self.causa, DomainError):
+            return self.causa.slug.replace("-", "_")
+        return "error_interno"
 
 
 class Orquestador:
@@ -83,10 +110,10 @@ class Orquestador:
         self._tasks: dict[str, asyncio.Task[Saga]] = {}
 
     # -- running sagas ---------------------------------------------------------------------------
-    def start(self, saga: Saga) -> asyncio.Task[Saga]:
+    def start(self, saga: Saga, resumed: bool = False) -> asyncio.Task[Saga]:
         task = self._tasks.get(saga.reserva_id)
         if task is None:
-            task = asyncio.create_task(self._drive(saga), name=f"saga:{saga.reserva_id}")
+            task = asyncio.create_task(self._drive(saga, resumed), name=f"saga:{saga.reserva_id}")
             self._tasks[saga.reserva_id] = task
             task.add_done_callback(lambda _: self._tasks.pop(saga.reserva_id, None))
         return task
@@ -107,7 +134,7 @@ class Orquestador:
                 continue
             mine = saga.owner == self.config.owner and not only_stale
             if mine or saga.lease_until < now:
-                self.start(saga)
+                self.start(saga, resumed=True)
                 resumed += 1
         self.metrics["reanudadas"] += resumed
         return resumed
@@ -129,10 +156,15 @@ class Orquestador:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _drive(self, saga: Saga) -> Saga:
+    async def _drive(self, saga: Saga, resumed: bool) -> Saga:
+        """Returns the saga as it is durably known: a write that failed leaves the state last persisted."""
         try:
-            if saga.owner != self.config.owner or saga.lease_until < time.time():
+            if resumed:
+                saga.reanudaciones += 1
+            if resumed or saga.owner != self.config.owner or saga.lease_until < time.time():
                 await self._save(saga)  # take the lease; a CAS loss means another replica has it
+            if saga.reanudaciones > MAX_REANUDACIONES and not saga.terminada:
+                await self._intervencion(saga, Agotado(saga.paso or "reanudar", RuntimeError("crash loop")))
             while not saga.terminada:
                 if saga.fase == Fase.ADELANTE:
                     await self._adelante(saga)
@@ -144,41 +176,50 @@ class Orquestador:
             log.info("saga taken over by another driver", extra={"reserva_id": saga.reserva_id})
             return await self.store.get(saga.reserva_id) or saga
         except Exception:
+            self.metrics["fallos_del_conductor"] += 1
             log.exception("saga driver failed; the supervisor resumes it", extra={"reserva_id": saga.reserva_id})
+            return saga if _outcome_recorded(saga) else _as_persisted(saga)
         return saga
 
     async def _save(self, saga: Saga) -> None:
         saga.arrendar(self.config.owner, self.config.lease_s)
         await self.store.save(saga)
 
+    async def _finish(self, saga: Saga, counter: str) -> None:
+        """The outcome event is stored: count it, then purge the saga's key (a failed purge is resumed)."""
+        await self.store.finish(saga)
+        self.metrics[counter] += 1
+
     # -- the three phases ------------------------------------------------------------------------
     async def _adelante(self, saga: Saga) -> None:
         paso = saga.paso or PASOS_COMPRA[0]
-        retry_for = self.config.record_retry_for_s if paso == "record" else self.config.retry_for_s
+        forward_only = paso in DESPUES_DEL_PIVOTE
+        retry_for = self.config.record_retry_for_s if forward_only else self.config.retry_for_s
         try:
-            detalle = await self._con_reintentos(paso, lambda: run_paso(paso, saga, self.deps), retry_for)
+            detalle = await self._attempt(paso, saga, retry_for, retry_all=forward_only)
         except PasoFallido as fallo:
-            saga.anotar(paso, "fallo", fallo.motivo)
-            saga.motivo, saga.fase, saga.paso = fallo.motivo, Fase.COMPENSANDO, None
-            await self._save(saga)  # the decision, before any of its effects: a restart must not go forward
+            await self._unwind(saga, paso, fallo.motivo, fallo.motivo)
             return
         except Agotado as err:
-            if paso == "record":
+            if forward_only:
                 await self._intervencion(saga, err)
-                return
-            motivo = "processing_error" if isinstance(err.causa, PaymentRetryableError) else "no_disponible"
-            saga.anotar(paso, "fallo", str(err))
-            saga.motivo, saga.fase, saga.paso = motivo, Fase.COMPENSANDO, None
-            await self._save(saga)
+            else:
+                await self._unwind(saga, paso, err.motivo, str(err))
             return
         saga.anotar(paso, "ok", detalle)
         following = PASOS_COMPRA.index(paso) + 1
         if following == len(PASOS_COMPRA):
             saga.estado, saga.fase, saga.paso = Estado.CONFIRMADA, Fase.TERMINADA, None
-            self.metrics["confirmadas"] += 1
-        else:
-            saga.paso = PASOS_COMPRA[following]
-            saga.registrar(COMPENSACION_DE[saga.paso])
+            await self._finish(saga, "confirmadas")
+            return
+        saga.paso = PASOS_COMPRA[following]
+        saga.registrar(COMPENSACION_DE[saga.paso])
+        await self._save(saga)
+
+    async def _unwind(self, saga: Saga, paso: str, motivo: str, detalle: str) -> None:
+        """The decision to unwind, persisted before any of its effects: a restart must not go forward."""
+        saga.anotar(paso, "fallo", detalle)
+        saga.motivo, saga.fase, saga.paso = motivo, Fase.COMPENSANDO, None
         await self._save(saga)
 
     async def _compensar(self, saga: Saga) -> None:
@@ -194,26 +235,25 @@ class Orquestador:
                 await self._save(saga)
             persisted = False
             try:
-                await self._con_reintentos(comp, lambda c=comp: run_paso(c, saga, self.deps), self._comp_retry)  # type: ignore[misc]
+                await self._attempt(comp, saga, self.config.compensation_retry_for_s, retry_all=True)
             except Agotado as err:
                 await self._intervencion(saga, err)
                 return
             saga.compensadas.append(comp)
             saga.anotar(comp, "compensado")
         try:
-            await self._con_reintentos("reject", lambda: run_paso("reject", saga, self.deps), self._comp_retry)
+            await self._attempt("reject", saga, self.config.compensation_retry_for_s, retry_all=True)
         except Agotado as err:
             await self._intervencion(saga, err)
             return
         saga.anotar("reject", "ok", saga.motivo)
         saga.estado, saga.fase = Estado.RECHAZADA, Fase.TERMINADA
-        self.metrics["rechazadas"] += 1
-        await self._save(saga)
+        await self._finish(saga, "rechazadas")
 
     async def _cancelar(self, saga: Saga) -> None:
         paso = saga.paso or PASOS_CANCELACION[0]
         try:
-            detalle = await self._con_reintentos(paso, lambda: run_paso(paso, saga, self.deps), self._comp_retry)
+            detalle = await self._attempt(paso, saga, self.config.compensation_retry_for_s, retry_all=True)
         except Agotado as err:
             await self._intervencion(saga, err)
             return
@@ -221,14 +261,10 @@ class Orquestador:
         following = PASOS_CANCELACION.index(paso) + 1
         if following == len(PASOS_CANCELACION):
             saga.estado, saga.fase, saga.paso = Estado.CANCELADA, Fase.TERMINADA, None
-            self.metrics["canceladas"] += 1
-        else:
-            saga.paso = PASOS_CANCELACION[following]
+            await self._finish(saga, "canceladas")
+            return
+        saga.paso = PASOS_CANCELACION[following]
         await self._save(saga)
-
-    @property
-    def _comp_retry(self) -> float:
-        return self.config.compensation_retry_for_s
 
     async def _intervencion(self, saga: Saga, err: Agotado) -> None:
         saga.anotar(err.paso, "fallo_persistente", str(err))
@@ -238,15 +274,38 @@ class Orquestador:
             "saga needs manual intervention",
             extra={"reserva_id": saga.reserva_id, "paso": err.paso, "error": str(err)},
         )
-        await self._save(saga)
+        await self._save(saga)  # kept in the bucket, terminal, for an operator
         if self.on_intervention is not None:
             try:
                 await self.on_intervention(saga)
             except Exception:
                 log.exception("could not count an intervention", extra={"reserva_id": saga.reserva_id})
 
-    async def _con_reintentos(self, paso: str, call: Callable[[], Awaitable[T]], retry_for: float) -> T:
+    # -- one step: retries, timeouts, and the lease kept while it runs ----------------------------
+    async def _attempt(self, paso: str, saga: Saga, retry_for: float, *, retry_all: bool) -> str | None:
+        """Run step `paso` until it answers; raises PasoFallido (its business no) or Agotado.
+
+        `retry_all`: also retry errors not known to be transient (compensations and steps after the pivot
+        have no better option than trying again); otherwise such an error gives up at once.
+        """
+        step = self._with_retries(paso, lambda: run_step(paso, saga, self.deps), retry_for, retry_all)
+        work = asyncio.ensure_future(step)
+        try:
+            while True:
+                done, _ = await asyncio.wait({work}, timeout=self.config.lease_s / 3)
+                if done:
+                    return work.result()
+                await self.store.renew_lease(saga, self.config.owner, self.config.lease_s)
+        finally:
+            if not work.done():
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+
+    async def _with_retries(self, paso: str, call: Callable[[], Awaitable[T]], retry_for: float, retry_all: bool) -> T:
         """Timeout per attempt, exponential backoff with jitter, bounded by time (not by attempts)."""
+
+        def worth_retrying(err: Exception) -> bool:
+            return not isinstance(err, PasoFallido) and (retry_all or retryable(err))
 
         def contar(err: Exception) -> None:
             log.warning("saga step failed; retrying", extra={"paso": paso, "error": type(err).__name__})
@@ -256,9 +315,26 @@ class Orquestador:
             return await retry_by_time(
                 lambda: asyncio.wait_for(call(), self.config.step_timeout_s),
                 retry_for,
-                retry_if=lambda err: isinstance(err, RETRYABLE),
+                retry_if=worth_retrying,
                 on_retry=contar,
                 max_delay=2.0,
             )
-        except RETRYABLE as err:
+        except PasoFallido:
+            raise
+        except Exception as err:
+            if not retryable(err):
+                log.exception("saga step raised an error no retry can fix", extra={"paso": paso})
             raise Agotado(paso, err) from err
+
+
+def _outcome_recorded(saga: Saga) -> bool:
+    """Terminal states other than requiere_intervencion are reached only once their outcome event is stored."""
+    return saga.terminada and saga.estado != Estado.REQUIERE_INTERVENCION
+
+
+def _as_persisted(saga: Saga) -> Saga:
+    if not saga.persistido:
+        return saga
+    persisted = Saga.from_doc(orjson.loads(saga.persistido), saga.revision)
+    persisted.persistido = saga.persistido
+    return persisted

@@ -1,21 +1,38 @@
-"""Saga state in the JetStream KV bucket SAGAS: one key per reserva_id, every write a compare-and-set.
+"""Saga state in the JetStream KV bucket SAGAS (one key per reserva_id, every write a compare-and-set) and the
+archive of finished reservations (their last outcome event in the RESERVAS stream).
 
 `create` is the idempotency claim (create-if-absent on a key derived from user + Idempotency-Key); `save`
 passes the revision it read, so two processes can never both drive one saga past the same point.
+
+The bucket holds only sagas in flight (and the few that need an operator): a finished saga's outcome event,
+appended by its last step, carries everything a reader needs (`Saga.resultado`), so `finish` purges the key,
+again by compare-and-set, leaving a purge marker that expires by itself (MARKER_TTL_S). Recovery therefore
+reads only what is unfinished, whatever the history; the RESERVAS stream (never deleted) is the retention.
 """
 
 from __future__ import annotations
 
 import orjson
+from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from eventflow.contracts import RESERVA_CANCELADA, RESERVA_CONFIRMADA, RESERVA_RECHAZADA
+from eventflow.eventstore import WRONG_LAST_SEQUENCE, EventStore
+from eventflow.jetstream import ensure_bucket
 from eventflow.retry import retry_by_time
-from services.reservations.domain import Saga
+from services.reservations.domain import Estado, Saga
 
 BUCKET = "SAGAS"
 # Retry by time, not count: a leader change pauses writes for seconds (measured-here.md).
 WRITE_RETRY_FOR_S = 20.0
+# A purge marker only has to outlive the purge itself; expiring it keeps the bucket's scan to sagas in flight.
+MARKER_TTL_S = 5
+OUTCOMES = {
+    RESERVA_CONFIRMADA: Estado.CONFIRMADA,
+    RESERVA_RECHAZADA: Estado.RECHAZADA,
+    RESERVA_CANCELADA: Estado.CANCELADA,
+}
 
 
 class SagaYaExiste(Exception):
@@ -28,12 +45,16 @@ class SagaTomada(Exception):
 
 def _not_cas(err: Exception) -> bool:
     """A write that timed out may or may not have landed: retrying a CAS is safe (it fails if it had)."""
-    return not isinstance(err, KeyWrongLastSequenceError)
+    return not isinstance(err, KeyWrongLastSequenceError) and getattr(err, "err_code", None) not in WRONG_LAST_SEQUENCE
 
 
 class SagaStore:
-    def __init__(self, kv: KeyValue) -> None:
-        self.kv = kv
+    def __init__(self, js: JetStreamContext, kv: KeyValue, bucket: str = BUCKET) -> None:
+        self.js, self.kv, self.bucket = js, kv, bucket
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, bucket: str = BUCKET, replicas: int = 1) -> SagaStore:
+        return cls(js, await ensure_bucket(js, bucket, replicas), bucket)
 
     async def create(self, saga: Saga) -> None:
         value = orjson.dumps(saga.to_doc())
@@ -43,6 +64,7 @@ class SagaStore:
             )
         except KeyWrongLastSequenceError:
             saga.revision = await self._ours_after_ambiguous_write(saga.reserva_id, value, SagaYaExiste)
+        saga.persistido = value
 
     async def save(self, saga: Saga) -> None:
         value = orjson.dumps(saga.to_doc())
@@ -52,6 +74,37 @@ class SagaStore:
             )
         except KeyWrongLastSequenceError:
             saga.revision = await self._ours_after_ambiguous_write(saga.reserva_id, value, SagaTomada)
+        saga.persistido = value
+
+    async def renew_lease(self, saga: Saga, owner: str, lease_s: float) -> None:
+        """Extend the lease of a saga whose step is still running: the document as last written, with only
+        its lease moved (the step's results are not decided yet)."""
+        doc = orjson.loads(saga.persistido) if saga.persistido else saga.to_doc()
+        renewed = Saga.from_doc(doc, saga.revision)
+        renewed.arrendar(owner, lease_s)
+        await self.save(renewed)
+        saga.revision, saga.persistido = renewed.revision, renewed.persistido
+        saga.owner, saga.lease_until = renewed.owner, renewed.lease_until
+
+    async def finish(self, saga: Saga) -> None:
+        """Purge a finished saga's key if nobody wrote it since we did (its outcome event is the record now)."""
+        headers = {
+            "KV-Operation": "PURGE",
+            "Nats-Rollup": "sub",
+            "Nats-Expected-Last-Subject-Sequence": str(saga.revision),
+        }
+        subject = f"$KV.{self.bucket}.{saga.reserva_id}"
+        try:
+            await retry_by_time(
+                lambda: self.js.publish(subject, b"", headers=headers, msg_ttl=MARKER_TTL_S),
+                WRITE_RETRY_FOR_S,
+                retry_if=_not_cas,
+            )
+        except Exception as err:
+            if _not_cas(err):
+                raise
+            if await self.get(saga.reserva_id) is not None:  # absent: our purge had landed the first time
+                raise SagaTomada(saga.reserva_id) from None
 
     async def _ours_after_ambiguous_write(self, key: str, value: bytes, error: type[Exception]) -> int:
         """A retried write that finds its own bytes there had landed the first time: that is success."""
@@ -64,16 +117,19 @@ class SagaStore:
         raise error(key)
 
     async def get(self, reserva_id: str) -> Saga | None:
+        """The saga in flight (or waiting for an operator); None once finished (see ReservationArchive)."""
         try:
             entry = await self.kv.get(reserva_id)
         except KeyNotFoundError:
             return None
         if not entry.value:
             return None
-        return Saga.from_doc(orjson.loads(entry.value), int(entry.revision or 0))
+        saga = Saga.from_doc(orjson.loads(entry.value), int(entry.revision or 0))
+        saga.persistido = entry.value
+        return saga
 
     async def unfinished(self) -> list[Saga]:
-        """Every saga not yet terminada: one pass over the bucket's latest values."""
+        """Every saga not yet terminada: one pass over the bucket, which holds only what is in flight."""
         found: list[Saga] = []
         watcher = await self.kv.watchall(include_history=False)
         try:
@@ -82,8 +138,24 @@ class SagaStore:
                     break
                 if entry.operation is None and entry.value:
                     saga = Saga.from_doc(orjson.loads(entry.value), int(entry.revision or 0))
+                    saga.persistido = entry.value
                     if not saga.terminada:
                         found.append(saga)
         finally:
             await watcher.stop()
         return found
+
+
+class ReservationArchive:
+    """Finished reservations, read from their last outcome event on the RESERVAS stream (kept forever)."""
+
+    def __init__(self, reservas: EventStore) -> None:
+        self.reservas = reservas
+
+    async def get(self, reserva_id: str) -> Saga | None:
+        events, _ = await self.reservas.load(reserva_id)
+        outcomes = [e for e in events if e.type in OUTCOMES]
+        if not outcomes:
+            return None
+        last = outcomes[-1]
+        return Saga.desde_resultado({**last.data, "estado": OUTCOMES[last.type].value}, last.occurred_at)

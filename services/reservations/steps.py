@@ -2,6 +2,8 @@
 
 Every one is idempotent by reserva_id (inventory ops by reserva_id, payment keys f"{reserva_id}:<op>", events by
 id f"{reserva_id}:<outcome>"), so the orchestrator may re-run whichever one was in flight when a process died.
+The steps that end a saga (record, reject, record_cancel) append an outcome event carrying the whole finished
+reservation (`Saga.resultado`): it is the reservation's record once the saga's own key is purged.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 from eventflow.contracts import RESERVA_CANCELADA, RESERVA_CONFIRMADA, RESERVA_RECHAZADA
 from eventflow.eventstore import ConcurrencyConflict, EventStore, NewEvent
-from services.reservations.domain import PasoFallido, Saga, ahora_iso
+from services.reservations.domain import Estado, PasoFallido, Saga, ahora_iso
 from services.reservations.inventory import (
     Confirmed,
     EventoSinInventario,
@@ -20,6 +22,7 @@ from services.reservations.inventory import (
     HoldRequest,
     InventoryStore,
     LimitExceeded,
+    SaleRecord,
     SeatsTaken,
     SoldOut,
 )
@@ -40,20 +43,16 @@ _HOLD_FAILURES = {SoldOut: "agotado", SeatsTaken: "asientos_ocupados", LimitExce
 
 
 async def hold(saga: Saga, deps: SagaDeps) -> str | None:
+    limite = saga.limite_por_usuario if saga.limite_por_usuario is not None else deps.limite_por_usuario
     req = HoldRequest(
-        saga.reserva_id,
-        saga.evento_id,
-        saga.usuario_id,
-        saga.cantidad,
-        tuple(saga.asientos),
-        deps.hold_ttl_s,
-        deps.limite_por_usuario,
+        saga.reserva_id, saga.evento_id, saga.usuario_id, saga.cantidad, tuple(saga.asientos), deps.hold_ttl_s, limite
     )
     try:
         out = await deps.inventario.hold(req)
     except EventoSinInventario:
         out = None
     if isinstance(out, Held):
+        saga.datos.pop("sin_hold", None)
         saga.datos.update(expira_en=out.expires_at, asientos=list(out.asientos))
         return None
     saga.datos["sin_hold"] = True  # nothing was taken: nothing to release
@@ -63,8 +62,12 @@ async def hold(saga: Saga, deps: SagaDeps) -> str | None:
 async def authorize(saga: Saga, deps: SagaDeps) -> str | None:
     if saga.importe_centimos == 0:
         return "sin_importe"
-    out = await deps.pagos.authorize(f"{saga.reserva_id}:authorize", saga.metodo["token"], saga.importe_centimos)
+    try:
+        out = await deps.pagos.authorize(_key(saga, "authorize"), saga.metodo["token"], saga.importe_centimos)
+    except PaymentPermanentError:
+        raise PasoFallido("pago_no_procesable") from None  # e.g. a token the processor no longer knows
     if not isinstance(out, Authorization):
+        saga.datos["pago_rechazado"] = out.codigo  # a definite no: nothing is held, nothing to void
         raise PasoFallido(out.codigo)
     saga.datos["autorizacion"] = out.id
     return None
@@ -82,7 +85,7 @@ async def capture(saga: Saga, deps: SagaDeps) -> str | None:
     if "autorizacion" not in saga.datos:
         return "sin_importe"
     try:
-        await deps.pagos.capture(f"{saga.reserva_id}:capture", saga.datos["autorizacion"])
+        await deps.pagos.capture(_key(saga, "capture"), saga.datos["autorizacion"])
     except PaymentPermanentError:
         raise PasoFallido("captura_rechazada") from None
     saga.datos["capturado"] = True
@@ -90,27 +93,32 @@ async def capture(saga: Saga, deps: SagaDeps) -> str | None:
 
 
 async def record(saga: Saga, deps: SagaDeps) -> str | None:
-    campos = {
-        "asientos": saga.datos.get("asientos", []),
-        "importe_centimos": saga.importe_centimos,
-        "confirmada_en": ahora_iso(),
-    }
-    await _append_outcome(saga, deps, RESERVA_CONFIRMADA, "confirmada", campos)
+    """The sale's record, then the inventory may forget it (settle): a replay finds both done."""
+    campos = {"confirmada_en": ahora_iso()}
+    await _append_outcome(saga, deps, RESERVA_CONFIRMADA, Estado.CONFIRMADA, "record", campos)
+    await deps.inventario.settle(saga.evento_id, saga.reserva_id)
     return None
 
 
 async def release(saga: Saga, deps: SagaDeps) -> str | None:
-    await deps.inventario.release(saga.evento_id, saga.reserva_id)
+    """Give back a hold (or a confirmation not yet recorded) and the buyer's quota."""
+    try:
+        await deps.inventario.release(saga.evento_id, saga.reserva_id, saga.usuario_id)
+    except EventoSinInventario:
+        return "sin_inventario"  # no inventory, so nothing was ever taken
     return None
 
 
 async def void(saga: Saga, deps: SagaDeps) -> str | None:
-    """Void the authorization; if it had been captured after all, refund it instead."""
+    """Void by the authorize call's key, so it works when every answer to the authorize was lost; if the
+    authorization had been captured after all, refund it instead."""
     if saga.datos.get("capturado"):
         return await refund(saga, deps)
     try:
-        await deps.pagos.void(f"{saga.reserva_id}:void", saga.datos["autorizacion"])
+        await deps.pagos.void(_key(saga, "void"), _key(saga, "authorize"))
     except PaymentPermanentError:
+        if "autorizacion" not in saga.datos:
+            raise
         return await refund(saga, deps)
     return None
 
@@ -118,23 +126,30 @@ async def void(saga: Saga, deps: SagaDeps) -> str | None:
 async def refund(saga: Saga, deps: SagaDeps) -> str | None:
     if "autorizacion" not in saga.datos:
         return "sin_importe"
-    await deps.pagos.refund(f"{saga.reserva_id}:refund", saga.datos["autorizacion"], saga.importe_centimos)
+    await deps.pagos.refund(_key(saga, "refund"), saga.datos["autorizacion"], saga.importe_centimos)
+    return None
+
+
+async def return_sale(saga: Saga, deps: SagaDeps) -> str | None:
+    """Cancellation: un-sell the reservation's tickets (the inventory keeps only counts once a sale is settled)."""
+    venta = SaleRecord(saga.reserva_id, saga.usuario_id, saga.cantidad, tuple(saga.datos.get("asientos", [])))
+    await deps.inventario.return_sale(saga.evento_id, venta)
     return None
 
 
 async def reject(saga: Saga, deps: SagaDeps) -> str | None:
     campos = {"motivo": saga.motivo or "desconocido", "rechazada_en": ahora_iso()}
-    await _append_outcome(saga, deps, RESERVA_RECHAZADA, "rechazada", campos)
+    await _append_outcome(saga, deps, RESERVA_RECHAZADA, Estado.RECHAZADA, "reject", campos)
     return None
 
 
 async def record_cancel(saga: Saga, deps: SagaDeps) -> str | None:
     campos = {
-        "asientos": saga.datos.get("asientos", []),
         "importe_reembolsado_centimos": saga.importe_centimos if "autorizacion" in saga.datos else 0,
         "cancelada_en": ahora_iso(),
     }
-    await _append_outcome(saga, deps, RESERVA_CANCELADA, "cancelada", campos, first=False)
+    await _append_outcome(saga, deps, RESERVA_CANCELADA, Estado.CANCELADA, "record_cancel", campos, first=False)
+    await deps.inventario.settle(saga.evento_id, saga.reserva_id)
     return None
 
 
@@ -148,34 +163,53 @@ PASOS: dict[str, Paso] = {
     "void": void,
     "reject": reject,
     "refund": refund,
+    "return_sale": return_sale,
     "record_cancel": record_cancel,
 }
 
 
-async def run_paso(nombre: str, saga: Saga, deps: SagaDeps) -> str | None:
+async def run_step(nombre: str, saga: Saga, deps: SagaDeps) -> str | None:
     return await PASOS[nombre](saga, deps)
 
 
 def compensacion_necesaria(nombre: str, saga: Saga) -> bool:
+    """Skip only what certainly did nothing: a hold that was refused, an authorize that was declined (or had
+    nothing to charge). An authorize that may have been sent is always voided (by its key)."""
     if nombre == "void":
-        return "autorizacion" in saga.datos
+        return saga.importe_centimos > 0 and "pago_rechazado" not in saga.datos
     if nombre == "release":
         return not saga.datos.get("sin_hold")
     return True
 
 
+def _key(saga: Saga, operation: str) -> str:
+    return f"{saga.reserva_id}:{operation}"
+
+
 async def _append_outcome(
-    saga: Saga, deps: SagaDeps, tipo: str, resultado: str, campos: Mapping[str, Any], first: bool = True
+    saga: Saga,
+    deps: SagaDeps,
+    tipo: str,
+    estado: Estado,
+    paso: str,
+    campos: Mapping[str, Any],
+    first: bool = True,
 ) -> None:
-    """The fields every Reserva* event opens with (eventflow.contracts), then the outcome's own."""
+    """The fields every Reserva* event opens with (eventflow.contracts), the finished reservation, the outcome's own."""
+    resultado = saga.resultado()
+    resultado["historial"] = [*saga.historial, {"paso": paso, "resultado": "ok", "en": ahora_iso()}]
     data = {
         "reserva_id": saga.reserva_id,
         "usuario_id": saga.usuario_id,
         "evento_id": saga.evento_id,
         "cantidad": saga.cantidad,
+        **resultado,
+        "estado": estado.value,
+        "motivo": saga.motivo if estado == Estado.RECHAZADA else None,
         **campos,
     }
-    await _append_once(deps.reservas, saga.reserva_id, NewEvent(tipo, data, f"{saga.reserva_id}:{resultado}"), first)
+    event = NewEvent(tipo, data, f"{saga.reserva_id}:{estado.value}")
+    await _append_once(deps.reservas, saga.reserva_id, event, first)
 
 
 async def _append_once(store: EventStore, reserva_id: str, event: NewEvent, first: bool = True) -> None:

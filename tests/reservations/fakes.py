@@ -35,6 +35,8 @@ def evento_info(evento_id: str = "ev1", **overrides: Any) -> EventoInfo:
         "fecha": datetime.now(UTC) + timedelta(days=30),
         "venta_desde": None,
         "numerado": False,
+        "limite_por_usuario": 10,
+        "max_por_solicitud": 10,
     }
     values.update(overrides)
     return EventoInfo(**values)
@@ -87,8 +89,12 @@ class FakePagos:
     async def capture(self, key: str, authorization_id: str) -> None:
         self._move("capture", authorization_id, "authorized", "captured")
 
-    async def void(self, key: str, authorization_id: str) -> None:
-        self._move("void", authorization_id, "authorized", "voided")
+    async def void(self, key: str, authorize_key: str) -> None:
+        """By the authorize call's key, like the simulator: a void before the authorize makes it decline."""
+        self._call("void")
+        op = self.ops.setdefault(authorize_key, {"codigo": "authorization_voided"})
+        if "auth" in op and self.estado[op["auth"]] != "voided":
+            self._move("void", op["auth"], "authorized", "voided", counted=False)
 
     async def refund(self, key: str, authorization_id: str, importe_centimos: int) -> None:
         self._move("refund", authorization_id, "captured", "refunded")
@@ -101,8 +107,9 @@ class FakePagos:
         if op in self.failing:
             raise PaymentRetryableError(f"{op} keeps failing")
 
-    def _move(self, op: str, auth: str, source: str, target: str) -> None:
-        self._call(op)
+    def _move(self, op: str, auth: str, source: str, target: str, counted: bool = True) -> None:
+        if counted:
+            self._call(op)
         if self.estado.get(auth) == target:
             return
         if self.estado.get(auth) != source:

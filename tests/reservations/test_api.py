@@ -4,7 +4,9 @@ store and payment simulator (JetStream), the reservations app in-process."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,7 @@ from eventflow.config import Settings
 from services.reservations.bootstrap import ReservasSettings, create_app
 from services.reservations.domain import reserva_id_para
 from services.reservations.inventory_store import JetStreamInventoryStore
+from services.reservations.payments import PaymentRetryableError
 from services.reservations.payments_sim import SimulatedPaymentGateway
 from tests.reservations.helpers import (
     BAD_LUHN,
@@ -23,10 +26,12 @@ from tests.reservations.helpers import (
     INSUFFICIENT,
     PROCESSING_ERROR,
     Catalog,
+    eventually,
     key,
     pago,
     platform,
     reserva,
+    serve,
 )
 from tests.utils.app import api_client
 
@@ -56,7 +61,6 @@ def reservas_cfg(owner: str, **overrides: Any) -> ReservasSettings:
         "instancia": owner,
         "retry_for_s": 0.5,
         "compensation_retry_for_s": 2.0,
-        "limite_por_usuario": 4,
         "espera_s": 10.0,
     }
     values.update(overrides)
@@ -71,13 +75,6 @@ async def env(settings: Settings, js: JetStreamContext, owner: str) -> AsyncIter
             inventario = await JetStreamInventoryStore.create(js)
             yield Env(client, catalog, s, inventario, SimulatedPaymentGateway(js))
         await catalog.aclose()
-
-
-async def eventually(check: Any, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_reservation_is_confirmed_charged_once_and_projected(env: Env) -> None:
@@ -144,12 +141,12 @@ async def test_an_invalid_card_is_refused_by_the_chain(env: Env, numero: str, ve
 
 
 async def test_chain_rejections_name_the_handler(env: Env) -> None:
-    usuario, evento = await env.comprador(aforo=10)
+    usuario, evento = await env.comprador(aforo=10, limite_por_usuario=4)
     cases = [
         (reserva("no-such-user", evento), 422, "ValidadorDeUsuario", "usuario_inexistente"),
         (reserva(usuario, "no-such-event"), 422, "ValidadorDeEvento", "evento_inexistente"),
         (reserva(usuario, evento, 0), 422, "ValidadorDeDatos", "cantidad_invalida"),
-        (reserva(usuario, evento, 5), 409, "ValidadorDeLimite", "limite_por_usuario"),
+        (reserva(usuario, evento, 5), 422, "ValidadorDeEvento", "cantidad_invalida"),  # the event's max is 4
     ]
     for body, status, handler, motivo in cases:
         resp = await env.reservar(body, idem=key())
@@ -160,7 +157,7 @@ async def test_chain_rejections_name_the_handler(env: Env) -> None:
 
 
 async def test_the_per_user_limit_counts_confirmed_tickets(env: Env) -> None:
-    usuario, evento = await env.comprador(aforo=10)
+    usuario, evento = await env.comprador(aforo=10, limite_por_usuario=4)
     assert (await env.reservar(reserva(usuario, evento, 3), idem=key())).json()["estado"] == "confirmada"
     resp = await env.reservar(reserva(usuario, evento, 2), idem=key())
     assert resp.status_code == 409 and resp.json()["motivo"] == "limite_por_usuario"
@@ -206,7 +203,12 @@ async def test_cancel_refunds_and_gives_the_tickets_back_once(env: Env) -> None:
     first, again = await env.client.post(path), await env.client.post(path)
     assert (first.status_code, first.json()["estado"]) == (200, "cancelada")
     assert (again.status_code, again.json()["estado"]) == (200, "cancelada")
-    assert [h["paso"] for h in first.json()["historial"]][-4:] == ["cancelacion", "refund", "release", "record_cancel"]
+    assert [h["paso"] for h in first.json()["historial"]][-4:] == [
+        "cancelacion",
+        "refund",
+        "return_sale",
+        "record_cancel",
+    ]
     ops = await env.pagos.payments_for(confirmed["id"])
     assert [op["tipo"] for op in ops if op["tipo"] == "refund"] == ["refund"]
     assert (await env.inventario.availability(evento)).disponibles == 5
@@ -266,29 +268,63 @@ async def test_202_with_location_when_the_saga_outlasts_the_wait(env: Env, js: J
         await eventually(confirmed)
 
 
+class Clock:
+    """The inventory's clock, moved by the test: holds expire when the test says so, not after a sleep."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+class GatedPayments:
+    """The real simulator; the authorize of a chosen key waits until the test opens its gate."""
+
+    def __init__(self, inner: SimulatedPaymentGateway) -> None:
+        self.inner = inner
+        self.gates: dict[str, tuple[asyncio.Event, asyncio.Event]] = {}
+
+    def gate(self, reserva_id: str) -> tuple[asyncio.Event, asyncio.Event]:
+        return self.gates.setdefault(f"{reserva_id}:authorize", (asyncio.Event(), asyncio.Event()))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def authorize(self, key: str, method_token: str, importe_centimos: int) -> Any:
+        if key in self.gates:
+            entered, opened = self.gates[key]
+            entered.set()
+            await opened.wait()
+        return await self.inner.authorize(key, method_token, importe_centimos)
+
+
+@asynccontextmanager
+async def gated_app(
+    env: Env, js: JetStreamContext, owner: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, Clock, GatedPayments]]:
+    clock, pagos = Clock(), GatedPayments(SimulatedPaymentGateway(js))
+    inventario = await JetStreamInventoryStore.create(js, clock=clock)
+    cfg = reservas_cfg(f"{owner}-gated", hold_ttl_s=60)
+    async with api_client(create_app(env.settings, reservas=cfg, pagos=pagos, inventario=inventario)) as client:  # type: ignore[arg-type]
+        yield client, clock, pagos
+
+
 async def test_an_expired_hold_whose_tickets_were_sold_is_rejected_and_voided(
     env: Env, js: JetStreamContext, owner: str
 ) -> None:
     slow_buyer, evento = await env.comprador(aforo=1)
-    fast_buyer = await env.catalog.usuario()
-    idem = key()
-    cfg = reservas_cfg(f"{owner}-slow", hold_ttl_s=0.3)
-    async with api_client(
-        create_app(env.settings, reservas=cfg, pagos=SimulatedPaymentGateway(js, latency_s=1.5))
-    ) as slow:
-        pending = asyncio.create_task(
-            slow.post("/api/reservar", json=reserva(slow_buyer, evento), headers={"Idempotency-Key": idem})
-        )
-        reserva_id = reserva_id_para(slow_buyer, idem)
-
-        async def held() -> bool:
-            got = await env.client.get(f"/api/reservas/{reserva_id}")
-            return got.status_code == 200 and any(h["paso"] == "hold" for h in got.json()["historial"])
-
-        await eventually(held)
-        await asyncio.sleep(0.4)  # the hold's ttl is 0.3 s; the slow buyer's authorization takes 1.5 s
-        fast = await env.reservar(reserva(fast_buyer, evento), idem=key())
+    fast_buyer, idem = await env.catalog.usuario(), key()
+    reserva_id = reserva_id_para(slow_buyer, idem)
+    async with gated_app(env, js, owner) as (client, clock, pagos):
+        entered, opened = pagos.gate(reserva_id)
+        headers = {"Idempotency-Key": idem}
+        pending = asyncio.create_task(client.post("/api/reservar", json=reserva(slow_buyer, evento), headers=headers))
+        await entered.wait()  # the slow buyer holds the only ticket and waits for its bank
+        clock.offset += 61  # ... longer than the hold's 60 s
+        fast = await client.post("/api/reservar", json=reserva(fast_buyer, evento), headers={"Idempotency-Key": key()})
         assert fast.json()["estado"] == "confirmada"
+        opened.set()
         slow_answer = (await pending).json()
     assert (slow_answer["estado"], slow_answer["motivo"]) == ("rechazada", "reserva_expirada")
     states = {op.get("estado") for op in await env.pagos.payments_for(reserva_id) if op["tipo"] == "authorize"}
@@ -300,10 +336,93 @@ async def test_an_expired_hold_is_reacquired_at_confirm_when_the_tickets_are_fre
     env: Env, js: JetStreamContext, owner: str
 ) -> None:
     usuario, evento = await env.comprador(aforo=1)
-    cfg = reservas_cfg(f"{owner}-slow", hold_ttl_s=0.2)
-    async with api_client(
-        create_app(env.settings, reservas=cfg, pagos=SimulatedPaymentGateway(js, latency_s=0.5))
-    ) as slow:
-        resp = await slow.post("/api/reservar", json=reserva(usuario, evento), headers={"Idempotency-Key": key()})
+    idem = key()
+    async with gated_app(env, js, owner) as (client, clock, pagos):
+        entered, opened = pagos.gate(reserva_id_para(usuario, idem))
+        pending = asyncio.create_task(
+            client.post("/api/reservar", json=reserva(usuario, evento), headers={"Idempotency-Key": idem})
+        )
+        await entered.wait()
+        clock.offset += 61
+        opened.set()
+        resp = await pending
     assert resp.json()["estado"] == "confirmada"
     assert (await env.inventario.availability(evento)).vendidas == 1
+
+
+class LostAnswers:
+    """The real simulator, but every answer to authorize is lost after the processor did the work: raised as
+    a retryable error (`hang=False`) or never arriving, so the step timeout cancels the call (`hang=True`)."""
+
+    def __init__(self, inner: SimulatedPaymentGateway, hang: bool = False) -> None:
+        self.inner, self.hang = inner, hang
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def authorize(self, key: str, method_token: str, importe_centimos: int) -> Any:
+        self.calls += 1
+        await self.inner.authorize(key, method_token, importe_centimos)
+        if self.hang:
+            await asyncio.Event().wait()
+        raise PaymentRetryableError("the answer was lost on the way back")
+
+
+@pytest.mark.parametrize("hang", [False, True], ids=["answer-lost", "timeout-after-send"])
+async def test_an_authorization_whose_answers_were_lost_is_voided(
+    env: Env, js: JetStreamContext, owner: str, hang: bool
+) -> None:
+    """Issue 6 defect 1: the void was skipped when the saga never learnt the authorization id, so a rejected
+    buyer's money stayed held."""
+    usuario, evento = await env.comprador(aforo=3)
+    pagos = LostAnswers(SimulatedPaymentGateway(js), hang=hang)
+    cfg = reservas_cfg(f"{owner}-lost", step_timeout_s=0.3, retry_for_s=0.8)
+    async with api_client(create_app(env.settings, reservas=cfg, pagos=pagos)) as client:  # type: ignore[arg-type]
+        resp = await client.post("/api/reservar", json=reserva(usuario, evento, 2), headers={"Idempotency-Key": key()})
+    body = resp.json()
+    assert (body["estado"], body["motivo"]) == ("rechazada", "processing_error"), body
+    assert pagos.calls >= 1
+    assert ("void", "compensado") in [(h["paso"], h["resultado"]) for h in body["historial"]]
+    ledger = await env.pagos.payments_for(body["id"])
+    assert {op["estado"] for op in ledger if op["tipo"] == "authorize"} == {"voided"}, ledger
+    assert (await env.inventario.availability(evento)).disponibles == 3
+
+
+@pytest.mark.parametrize("reserva_id", ["a%20b", "a.", "..", "a*", "%00"])
+async def test_a_malformed_reservation_id_is_a_404_problem(env: Env, reserva_id: str) -> None:
+    for method, path in (("GET", f"/api/reservas/{reserva_id}"), ("POST", f"/api/reservas/{reserva_id}/cancelar")):
+        resp = await env.client.request(method, path)
+        assert resp.status_code == 404, (path, resp.text)
+        assert resp.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_a_request_that_fails_with_a_500_still_gets_its_generated_key(env: Env, owner: str) -> None:
+    """Issue 6 defect 7: without an Idempotency-Key, a failed request gave the client nothing to retry with."""
+
+    class Broken:
+        async def existe(self, usuario_id: str) -> bool:
+            raise RuntimeError("a bug")
+
+    usuario, evento = await env.comprador()
+    cfg = reservas_cfg(f"{owner}-broken")
+    async with serve(create_app(env.settings, reservas=cfg, usuarios=Broken())) as url:  # a real server: a 500
+        async with httpx.AsyncClient(base_url=url) as client:
+            resp = await client.post("/api/reservar", json=reserva(usuario, evento))
+    assert resp.status_code == 500 and resp.headers["content-type"].startswith("application/problem+json")
+    assert len(resp.headers["idempotency-key"]) >= 32
+    retried = await env.reservar(reserva(usuario, evento), idem=resp.headers["idempotency-key"])
+    assert retried.status_code == 201 and retried.json()["estado"] == "confirmada"
+
+
+async def test_the_events_own_limits_allow_up_to_its_maximum(env: Env) -> None:
+    """Issue 6 defect 7: a per-user limit (8) below the per-request maximum (10) refused 9 or 10 tickets."""
+    usuario, evento = await env.comprador(aforo=30)
+    resp = await env.reservar(reserva(usuario, evento, 10), idem=key())
+    assert resp.json()["estado"] == "confirmada", resp.text
+    again = await env.reservar(reserva(usuario, evento, 1), idem=key())
+    assert (again.status_code, again.json()["motivo"], again.json()["limite"]) == (409, "limite_por_usuario", 10)
+    other, big = await env.comprador(aforo=60, limite_por_usuario=20, max_por_solicitud=20)
+    assert (await env.reservar(reserva(other, big, 20), idem=key())).json()["estado"] == "confirmada"
+    too_many = await env.reservar(reserva(await env.catalog.usuario(), big, 21), idem=key())
+    assert (too_many.status_code, too_many.json()["motivo"]) == (422, "cantidad_invalida")

@@ -53,8 +53,28 @@ async def test_validador_de_datos_rejects_shape_and_ranges(s: Solicitud, motivo:
     assert (err.motivo, err.status) == (motivo, 422)
 
 
-async def test_validador_de_datos_passes_a_good_request() -> None:
-    await ValidadorDeDatos().manejar(solicitud(cantidad=2, asientos=("A-1", "A-2")))
+class Registro(Manejador):
+    """The next handler in a test chain: records that the request got this far."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.vistas: list[Solicitud] = []
+
+    async def procesar(self, solicitud: Solicitud) -> None:
+        self.vistas.append(solicitud)
+
+
+async def test_validador_de_datos_passes_a_good_request_on() -> None:
+    siguiente = Registro()
+    s = solicitud(cantidad=2, asientos=("A-1", "A-2"))
+    await encadenar(ValidadorDeDatos(), siguiente).manejar(s)
+    assert siguiente.vistas == [s]
+
+
+async def test_validador_de_datos_caps_a_request_at_the_service_maximum() -> None:
+    await ValidadorDeDatos(max_por_solicitud=50).manejar(solicitud(cantidad=50))
+    err = await rejected(ValidadorDeDatos(max_por_solicitud=50), solicitud(cantidad=51))
+    assert err.motivo == "cantidad_invalida"
 
 
 async def test_validador_de_usuario() -> None:
@@ -82,18 +102,40 @@ async def test_validador_de_evento_fills_the_event_and_rejects_missing_past_and_
 
 async def test_validador_de_evento_uses_its_clock_for_venta_desde() -> None:
     opens = datetime.now(UTC) + timedelta(days=1)
-    handler = ValidadorDeEvento(FakeCatalogo(evento_info(venta_desde=opens)), reloj=lambda: opens + timedelta(1))
-    await handler.manejar(solicitud())
+    catalogo = FakeCatalogo(evento_info(venta_desde=opens))
+    s = solicitud()
+    await ValidadorDeEvento(catalogo, reloj=lambda: opens + timedelta(1)).manejar(s)
+    assert s.evento is not None and s.evento.venta_desde == opens
+    err = await rejected(ValidadorDeEvento(catalogo, reloj=lambda: opens - timedelta(seconds=1)), solicitud())
+    assert err.motivo == "venta_no_iniciada"
+
+
+async def test_validador_de_evento_applies_the_events_own_maximum_per_request() -> None:
+    catalogo = FakeCatalogo(evento_info(limite_por_usuario=4, max_por_solicitud=4))
+    s = solicitud(cantidad=4)
+    await ValidadorDeEvento(catalogo).manejar(s)
+    assert s.evento is not None and s.evento.max_por_solicitud == 4
+    err = await rejected(ValidadorDeEvento(catalogo), solicitud(cantidad=5))
+    assert (err.motivo, err.status, err.extra["max_por_solicitud"]) == ("cantidad_invalida", 422, 4)
 
 
 async def test_validador_de_limite_counts_held_and_sold_tickets_of_the_user() -> None:
     inventario = FakeInventario(ev1=100)
-    await inventario.hold(HoldRequest("r1", "ev1", "u1", 3, (), 60, None))
-    await ValidadorDeLimite(inventario, limite=4).manejar(solicitud(cantidad=1))
-    err = await rejected(ValidadorDeLimite(inventario, limite=4), solicitud(cantidad=2))
-    assert (err.motivo, err.status, err.extra["actuales"]) == ("limite_por_usuario", 409, 3)
-    await ValidadorDeLimite(inventario, limite=None).manejar(solicitud(cantidad=9))
-    err = await rejected(ValidadorDeLimite(FakeInventario(), limite=4), solicitud())
+    await inventario.hold(HoldRequest("r1", "ev1", "u1", 3, (), 60, 4))
+
+    def con_evento(cantidad: int, limite: int = 4, evento_id: str = "ev1") -> Solicitud:
+        s = solicitud(cantidad=cantidad)
+        s.evento = evento_info(evento_id, limite_por_usuario=limite, max_por_solicitud=min(limite, 10))
+        return s
+
+    siguiente = Registro()
+    s = con_evento(1)
+    await encadenar(ValidadorDeLimite(inventario), siguiente).manejar(s)
+    assert siguiente.vistas == [s]
+    err = await rejected(ValidadorDeLimite(inventario), con_evento(2))
+    assert (err.motivo, err.status, err.extra["actuales"], err.extra["limite"]) == ("limite_por_usuario", 409, 3, 4)
+    await ValidadorDeLimite(inventario, activo=False).manejar(con_evento(9))
+    err = await rejected(ValidadorDeLimite(FakeInventario()), con_evento(1))
     assert err.motivo == "evento_inexistente"
 
 

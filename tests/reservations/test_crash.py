@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -20,12 +21,13 @@ import pytest
 from nats.js import JetStreamContext
 
 from eventflow.config import Settings
-from eventflow.jetstream import ensure_bucket
+from eventflow.eventstore import EventStore
+from eventflow.jetstream import RESERVAS
 from eventflow.servers import free_port
 from services.reservations.domain import Estado, reserva_id_para
 from services.reservations.inventory_store import JetStreamInventoryStore
 from services.reservations.payments_sim import SimulatedPaymentGateway
-from services.reservations.saga_store import BUCKET, SagaStore
+from services.reservations.saga_store import BUCKET, ReservationArchive, SagaStore
 from tests.reservations.helpers import DECLINED, Catalog, pago, platform, reserva
 
 pytestmark = pytest.mark.slow
@@ -67,6 +69,24 @@ async def wait_ready(client: httpx.AsyncClient, proc: subprocess.Popen[bytes]) -
     raise TimeoutError("the reservations process did not become ready")
 
 
+async def frozen_with_sagas_in_flight(
+    proc: subprocess.Popen[bytes], store: SagaStore, ours: set[str], timeout: float = 60.0
+) -> list[str]:
+    """SIGSTOP the process and look: once sagas of ours are in flight, leave it stopped (the caller kills it).
+
+    Stopping first makes the check exact: nothing can finish between what we read and the kill.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        os.kill(proc.pid, signal.SIGSTOP)
+        in_flight = [s.reserva_id for s in await store.unfinished() if s.reserva_id in ours]
+        if in_flight:
+            return in_flight
+        os.kill(proc.pid, signal.SIGCONT)
+        assert asyncio.get_running_loop().time() < deadline, "no saga was ever in flight"
+        await asyncio.sleep(0.02)
+
+
 async def test_sigkill_mid_saga_then_restart_recovers_every_saga(
     settings: Settings, js: JetStreamContext, tmp_path: Path
 ) -> None:
@@ -100,14 +120,12 @@ async def test_sigkill_mid_saga_then_restart_recovers_every_saga(
 
             shoppers = [asyncio.create_task(buy(b)) for b in buyers]
             await half.wait()
-            proc.kill()  # SIGKILL: no shutdown hook runs
+            store = await SagaStore.open(js, BUCKET)
+            ids = {b: reserva_id_para(b, keys[b]) for b in buyers}
+            in_flight = await frozen_with_sagas_in_flight(proc, store, set(ids.values()))
+            proc.kill()  # SIGKILL (of a stopped process): no shutdown hook runs, nothing moved since we looked
             proc.wait()
             await asyncio.gather(*shoppers, return_exceptions=True)
-
-            store = SagaStore(await ensure_bucket(js, BUCKET))
-            ids = {b: reserva_id_para(b, keys[b]) for b in buyers}
-            in_flight = [b for b in buyers if (saga := await store.get(ids[b])) is not None and not saga.terminada]
-            assert in_flight, "the kill should catch sagas mid-way (raise the payment latency otherwise)"
 
             started = asyncio.get_running_loop().time()
             proc = start_service(s, port, instancia, tmp_path / "reservations.log")
@@ -120,14 +138,16 @@ async def test_sigkill_mid_saga_then_restart_recovers_every_saga(
                         if resp.status_code == 409:
                             refused.add(b)
                 sagas = {}
+                archive = ReservationArchive(EventStore(js, RESERVAS))
                 deadline = asyncio.get_running_loop().time() + 45
                 while True:
-                    sagas = {b: await store.get(ids[b]) for b in buyers}
+                    sagas = {b: await store.get(ids[b]) or await archive.get(ids[b]) for b in buyers}
                     if all(saga is None or saga.terminada for saga in sagas.values()):
                         break
                     assert asyncio.get_running_loop().time() < deadline, "sagas did not finish after the restart"
                     await asyncio.sleep(0.2)
                 print(f"recovered in {asyncio.get_running_loop().time() - started:.1f}s; {len(in_flight)} in flight")
+                assert all(sagas[b] is not None and sagas[b].terminada for b in buyers if ids[b] in in_flight)
             finally:
                 proc.terminate()
                 proc.wait(10)

@@ -3,30 +3,35 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 import uuid
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from nats.js import JetStreamContext
+from nats.js.errors import InvalidKeyError, NoKeysError
 
 from eventflow.contracts import RESERVA_CONFIRMADA, RESERVA_RECHAZADA
 from eventflow.eventstore import EventStore
-from eventflow.jetstream import RESERVAS, ensure_bucket
-from services.reservations.domain import Estado, Fase, Saga
-from services.reservations.inventory import HoldRequest
-from services.reservations.payments import CardDetails
+from eventflow.jetstream import RESERVAS
+from services.reservations.domain import MAX_REANUDACIONES, Estado, Fase, Saga
+from services.reservations.inventory import EventoSinInventario, HoldRequest
+from services.reservations.payments import CardDetails, PaymentPermanentError
 from services.reservations.saga import Orquestador, SagaConfig
-from services.reservations.saga_store import SagaStore, SagaTomada
+from services.reservations.saga_store import ReservationArchive, SagaStore, SagaTomada
 from services.reservations.steps import SagaDeps
 from tests.reservations.fakes import FakeInventario, FakePagos
-from tests.reservations.helpers import DECLINED, INSUFFICIENT, PROCESSING_ERROR, VISA_OK
+from tests.reservations.helpers import DECLINED, INSUFFICIENT, PROCESSING_ERROR, VISA_OK, eventually
 
 FAST = {"retry_for_s": 0.3, "compensation_retry_for_s": 0.3, "record_retry_for_s": 0.3, "step_timeout_s": 2.0}
 
 
 @pytest.fixture
 async def store(js: JetStreamContext) -> SagaStore:
-    return SagaStore(await ensure_bucket(js, f"SAGAS_T{uuid.uuid4().hex[:10]}"))
+    return await SagaStore.open(js, f"SAGAS_T{uuid.uuid4().hex[:10]}")
 
 
 class World:
@@ -36,14 +41,15 @@ class World:
         self.store = store
         self.interventions: list[str] = []
         self.reservas = EventStore(js, RESERVAS)
+        self.archivo = ReservationArchive(self.reservas)
         self.orq = self.orquestador(owner)
 
-    def orquestador(self, owner: str) -> Orquestador:
+    def orquestador(self, owner: str, **config: float) -> Orquestador:
         async def count(saga: Saga) -> None:
             self.interventions.append(saga.reserva_id)
 
         deps = SagaDeps(self.inventario, self.pagos, self.reservas, hold_ttl_s=60, limite_por_usuario=None)
-        return Orquestador(self.store, deps, SagaConfig(owner=owner, **FAST), on_intervention=count)
+        return Orquestador(self.store, deps, SagaConfig(owner=owner, **{**FAST, **config}), on_intervention=count)
 
     async def saga(self, numero: str = VISA_OK, cantidad: int = 1) -> Saga:
         metodo = await self.pagos.tokenize(CardDetails(numero, "12/34", "123"))
@@ -62,9 +68,17 @@ class World:
         await self.store.create(saga)
         return saga
 
+    def capacidad(self, aforo: int) -> None:
+        self.inventario = FakeInventario(ev1=aforo)
+        self.orq = self.orquestador(self.orq.config.owner)
+
     async def run(self, saga: Saga) -> Saga:
         await self.orq.start(saga)
-        stored = await self.store.get(saga.reserva_id)
+        return await self.reserva(saga.reserva_id)
+
+    async def reserva(self, reserva_id: str) -> Saga:
+        """As the API reads it: the saga in flight, else the finished reservation from its outcome event."""
+        stored = await self.store.get(reserva_id) or await self.archivo.get(reserva_id)
         assert stored is not None
         return stored
 
@@ -157,8 +171,8 @@ async def test_resume_continues_from_the_persisted_step(world: World) -> None:
     task = world.orq.running(saga.reserva_id)
     assert task is not None
     await task
-    done = await world.store.get(saga.reserva_id)
-    assert done is not None and done.estado == Estado.CONFIRMADA
+    done = await world.reserva(saga.reserva_id)
+    assert done.estado == Estado.CONFIRMADA
     assert world.pagos.calls["authorize"] == 1, "the persisted authorization is reused, not asked again"
     assert await world.orq.resume_all() == 0
 
@@ -172,8 +186,8 @@ async def test_two_drivers_cannot_both_drive_one_saga(world: World) -> None:
     assert copy is not None
     first, second = world.orq.start(saga), other.start(copy)
     await first, await second
-    done = await world.store.get(saga.reserva_id)
-    assert done is not None and done.estado == Estado.CONFIRMADA
+    done = await world.reserva(saga.reserva_id)
+    assert done.estado == Estado.CONFIRMADA
     assert world.pagos.calls["capture"] == 1, "the loser of the first compare-and-set stopped driving"
     assert len([h for h in done.historial if h["paso"] == "hold"]) == 1
 
@@ -187,3 +201,208 @@ async def test_save_is_a_compare_and_set(store: SagaStore, world: World) -> None
     stale.anotar("y", "ok")
     with pytest.raises(SagaTomada):
         await store.save(stale)
+
+
+class Raising:
+    """Wraps a fake port: the named operations raise `error` (after doing their work when `after`)."""
+
+    def __init__(self, inner: Any, error: BaseException, *names: str, after: bool = False) -> None:
+        self.inner, self.error, self.names, self.after = inner, error, names, after
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if name not in self.names:
+            return attr
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            if self.after:
+                await attr(*args, **kwargs)
+            raise self.error
+
+        return call
+
+
+async def finished(world: World, saga: Saga) -> Saga:
+    """Runs the saga to its end: the orchestrator's task must return, whatever the adapters raised."""
+    task = world.orq.start(saga)
+    await asyncio.wait_for(task, 30)
+    return await world.reserva(saga.reserva_id)
+
+
+@pytest.mark.parametrize(
+    ("port", "error", "operation", "motivo"),
+    [
+        ("pagos", PaymentPermanentError("unknown payment method token"), "authorize", "pago_no_procesable"),
+        ("inventario", EventoSinInventario("ev1"), "confirm", "evento_sin_inventario"),
+        ("inventario", InvalidKeyError(), "hold", "error_interno"),
+        ("inventario", ValueError("a bug in an adapter"), "confirm", "error_interno"),
+    ],
+)
+async def test_an_error_that_is_neither_a_no_nor_retryable_still_ends_the_saga(
+    world: World, port: str, error: Exception, operation: str, motivo: str
+) -> None:
+    """Issue 6 defect 2: the driver used to die on these, and the saga was resumed forever, never terminal."""
+    setattr(world.orq.deps, port, Raising(getattr(world.orq.deps, port), error, operation))
+    saga = await finished(world, await world.saga())
+    assert (saga.estado, saga.motivo) == (Estado.RECHAZADA, motivo)
+    assert (await world.inventario.availability("ev1")).disponibles == 5, "the hold was released"
+    assert all(state != "authorized" for state in world.pagos.estado.values()), "no money stays held"
+
+
+async def test_a_compensation_raising_a_non_retryable_error_ends_in_intervention(world: World) -> None:
+    saga = await world.saga()
+    world.inventario.lost.add(saga.reserva_id)
+    world.orq.deps.inventario = Raising(world.inventario, InvalidKeyError(), "release")  # type: ignore[assignment]
+    saga = await finished(world, saga)
+    assert (saga.estado, saga.motivo) == (Estado.REQUIERE_INTERVENCION, "release_fallido")
+    assert world.interventions == [saga.reserva_id]
+
+
+async def test_a_saga_resumed_too_many_times_needs_intervention(world: World) -> None:
+    """A crash loop (a driver dying at the same point every time) ends instead of looping for good."""
+    saga = await world.saga()
+    saga.reanudaciones = MAX_REANUDACIONES
+    saga.owner, saga.lease_until = "dead-process", 0.0
+    await world.store.save(saga)
+    assert await world.orq.resume_all() == 1
+    await asyncio.wait_for(world.orq.running(saga.reserva_id) or asyncio.sleep(0), 30)
+    done = await world.reserva(saga.reserva_id)
+    assert (done.estado, done.reanudaciones) == (Estado.REQUIERE_INTERVENCION, MAX_REANUDACIONES + 1)
+
+
+async def test_capture_is_the_pivot_an_unknown_capture_outcome_is_not_refunded(world: World) -> None:
+    """Issue 6 defect 7: exhausted capture retries used to compensate: charge, refund, and tell rejected."""
+    world.pagos.failing.add("capture")
+    saga = await finished(world, await world.saga())
+    assert (saga.estado, saga.motivo) == (Estado.REQUIERE_INTERVENCION, "capture_fallido")
+    assert world.pagos.calls["refund"] == world.pagos.calls["void"] == 0
+    assert world.pagos.estado[saga.datos["autorizacion"]] == "authorized", "left for the operator to capture"
+    assert world.inventario.sold("ev1", saga.reserva_id), "the buyer's tickets are kept"
+
+
+async def test_a_capture_the_processor_refuses_took_no_money_and_unwinds(world: World) -> None:
+    saga = await world.saga()
+    world.orq.deps.pagos = Raising(world.pagos, PaymentPermanentError("expired authorization"), "capture")  # type: ignore[assignment]
+    saga = await finished(world, saga)
+    assert (saga.estado, saga.motivo) == (Estado.RECHAZADA, "captura_rechazada")
+    assert world.pagos.estado[saga.datos["autorizacion"]] == "voided"
+    assert not world.inventario.sold("ev1", saga.reserva_id)
+
+
+class Gate:
+    """A fake port operation that blocks until the test opens it."""
+
+    def __init__(self, inner: Any, name: str) -> None:
+        self.inner, self.name = inner, name
+        self.entered, self.release = asyncio.Event(), asyncio.Event()
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if name != self.name:
+            return attr
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            self.entered.set()
+            await self.release.wait()
+            return await attr(*args, **kwargs)
+
+        return call
+
+
+async def test_the_lease_is_renewed_while_a_long_step_runs(js: JetStreamContext, store: SagaStore, owner: str) -> None:
+    """Issue 6 defect 7: the lease moved only when the saga was saved, so a step longer than it (the record
+    retries for 60 s against a 30 s lease) could be started again by a second driver."""
+    world = World(js, store, owner)
+    world.orq = world.orquestador(owner, lease_s=1.5, step_timeout_s=60, retry_for_s=60)
+    gate = Gate(world.pagos, "authorize")
+    world.orq.deps.pagos = gate  # type: ignore[assignment]
+    saga = await world.saga()
+    task = world.orq.start(saga)
+    await gate.entered.wait()
+    first = (await world.store.get(saga.reserva_id)).revision  # type: ignore[union-attr]
+
+    async def renewed_twice() -> bool:
+        current = await world.store.get(saga.reserva_id)
+        return current is not None and current.revision >= first + 2
+
+    await eventually(renewed_twice, timeout=30)
+    other = world.orquestador("another-replica", lease_s=1.5)
+    assert await other.resume_all(only_stale=True) == 0, "the lease is current: nobody else starts the step"
+    gate.release.set()
+    await asyncio.wait_for(task, 30)
+    assert gate.calls == 1
+    assert (await world.reserva(saga.reserva_id)).estado == Estado.CONFIRMADA
+
+
+async def test_finished_sagas_leave_the_bucket_and_stay_readable(world: World) -> None:
+    """Issue 6 defect 5: recovery read every saga ever written; now the bucket holds only what is unfinished."""
+    world.capacidad(50)
+    sagas = [await world.saga() for _ in range(12)]
+    await asyncio.gather(*(world.orq.start(s) for s in sagas))
+    assert await world.store.unfinished() == []
+    with pytest.raises(NoKeysError):
+        await world.store.kv.keys()
+    for saga in sagas:
+        assert await world.store.get(saga.reserva_id) is None
+        archived = await world.reserva(saga.reserva_id)
+        assert archived.estado == Estado.CONFIRMADA and archived.datos["autorizacion"].startswith("au_")
+        assert pasos(archived) == [(p, "ok") for p in ("hold", "authorize", "confirm", "capture", "record")]
+
+
+async def test_an_unfinished_saga_is_found_among_many_finished_ones(world: World) -> None:
+    world.capacidad(50)
+    done = [await world.saga() for _ in range(10)]
+    await asyncio.gather(*(world.orq.start(s) for s in done))
+    waiting = await world.saga()
+    waiting.owner, waiting.lease_until = "dead-process", 0.0
+    await world.store.save(waiting)
+    assert [s.reserva_id for s in await world.store.unfinished()] == [waiting.reserva_id]
+
+
+async def test_a_failed_save_answers_the_state_last_persisted(world: World) -> None:
+    """Issue 6 defect 7: the driver returned its in-memory state, so the POST could answer an outcome that
+    was never written. Here every save after the hold fails: the answer is the state before that."""
+    saga = await world.saga()
+    saves = {"n": 0}
+    real_save = world.store.save
+
+    async def failing_save(s: Saga) -> None:
+        saves["n"] += 1
+        if saves["n"] > 1:
+            raise TimeoutError("NATS did not answer")
+        await real_save(s)
+
+    world.store.save = failing_save  # type: ignore[method-assign]
+    answered = await asyncio.wait_for(world.orq.start(saga), 30)
+    stored = await world.store.get(saga.reserva_id)
+    assert stored is not None
+    assert (answered.estado, answered.paso, answered.revision) == (stored.estado, stored.paso, stored.revision)
+    assert answered.paso == "authorize" and not answered.terminada
+
+
+async def test_finish_is_a_compare_and_set(store: SagaStore, world: World) -> None:
+    """A cancellation that took the saga after our last write must not be purged by us."""
+    saga = await world.saga()
+    stale = await store.get(saga.reserva_id)
+    assert stale is not None
+    saga.anotar("cancelacion", "solicitada")
+    await store.save(saga)
+    with pytest.raises(SagaTomada):
+        await store.finish(stale)
+    assert await store.get(saga.reserva_id) is not None
+    await store.finish(saga)
+    assert await store.get(saga.reserva_id) is None
+    await store.finish(saga)  # a retried purge that had landed is success
+
+
+def test_two_workers_on_one_host_get_distinct_saga_owners() -> None:
+    """Issue 6 defect 7: the default owner was the hostname, shared by every worker on the host."""
+    code = "from services.reservations.bootstrap import ReservasSettings; print(ReservasSettings().instancia)"
+    owners = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout for _ in "ab"
+    }
+    assert len(owners) == 2
