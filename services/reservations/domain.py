@@ -165,6 +165,8 @@ class Saga:
     @classmethod
     def from_doc(cls, doc: dict[str, Any], revision: int) -> Saga:
         doc = dict(doc, estado=Estado(doc["estado"]), fase=Fase(doc["fase"]))
+        if doc["fase"] == Fase.CANCELANDO and doc.get("paso") == "release":
+            doc["paso"] = "return_sale"  # sagas written before the cancellation's step had its own name
         return cls(**doc, revision=revision)
 
     def resultado(self) -> dict[str, Any]:

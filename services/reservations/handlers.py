@@ -27,9 +27,6 @@ from services.reservations.domain import (
 from services.reservations.saga import Orquestador
 from services.reservations.saga_store import ReservationArchive, SagaStore, SagaTomada, SagaYaExiste
 
-# A saga document at one of these steps may have its outcome stored already (its purge is what is pending).
-_LAST_STEPS = ("record", "reject", "record_cancel")
-
 
 @dataclass
 class Deps:
@@ -88,11 +85,26 @@ def _same_request(saga: Saga, cmd: ReservarEntradas) -> Saga:
     return saga
 
 
+def _outcome_pending(saga: Saga) -> Estado | None:
+    """The outcome a saga may have stored already, its purge being what is left: then the archive is newer."""
+    if saga.fase == Fase.ADELANTE and saga.paso == "record":
+        return Estado.CONFIRMADA
+    if saga.fase == Fase.COMPENSANDO:
+        return Estado.RECHAZADA
+    if saga.fase == Fase.CANCELANDO and saga.paso == "record_cancel":
+        return Estado.CANCELADA
+    return None
+
+
 async def _find(reserva_id: str, deps: Deps) -> Saga | None:
+    """The reservation as it stands: the saga in flight, unless the outcome it was about to store is stored."""
     saga = await deps.store.get(reserva_id)
-    if saga is not None and (saga.paso not in _LAST_STEPS or saga.terminada):
+    if saga is None:
+        return await deps.archivo.get(reserva_id)
+    if (pending := _outcome_pending(saga)) is None:
         return saga
-    return await deps.archivo.get(reserva_id) or saga
+    archived = await deps.archivo.get(reserva_id)
+    return archived if archived is not None and archived.estado == pending else saga
 
 
 async def consultar(reserva_id: str, deps: Deps) -> Saga:
@@ -104,7 +116,7 @@ async def consultar(reserva_id: str, deps: Deps) -> Saga:
 
 async def esperar(saga: Saga, deps: Deps, timeout: float) -> Saga:
     """The saga once it has an outcome, or as it stands when `timeout` runs out."""
-    task = deps.orquestador.running(saga.reserva_id)
+    task = deps.orquestador.running(saga.reserva_id, cancelacion=saga.fase == Fase.CANCELANDO)
     if task is not None:
         done, _ = await asyncio.wait({task}, timeout=timeout)
         return task.result() if done else saga
@@ -118,7 +130,9 @@ async def esperar(saga: Saga, deps: Deps, timeout: float) -> Saga:
 
 async def cancelar(cmd: CancelarReserva, deps: Deps) -> Saga:
     """Starts (once) the cancellation saga of a confirmed reservation; repeating it returns the same."""
-    for _ in range(5):
+    for attempt in range(6):
+        if attempt:
+            await asyncio.sleep(0.05 * 2**attempt)  # another writer moved it: let it land
         saga = await consultar(cmd.reserva_id, deps)
         if saga.estado == Estado.CANCELADA or saga.fase == Fase.CANCELANDO:
             return saga
@@ -138,8 +152,16 @@ async def cancelar(cmd: CancelarReserva, deps: Deps) -> Saga:
 
 async def _reopen(saga: Saga, deps: Deps) -> None:
     """A finished reservation gets a saga key again for its cancellation; the create is the claim (one wins),
-    and a cancellation that finished between our read and our create is not run twice."""
-    await deps.store.create(saga)
+    and a cancellation that finished between our read and our create is not run twice (if we die before this
+    check, the orchestrator makes it when it resumes the key). A purchase whose outcome is stored but whose key
+    is not purged yet is purged here (by CAS), so the cancellation does not wait for it."""
+    try:
+        await deps.store.create(saga)
+    except SagaYaExiste:
+        stale = await deps.store.get(saga.reserva_id)
+        if stale is not None and _outcome_pending(stale) == Estado.CONFIRMADA:
+            await deps.store.finish(stale)
+        raise
     latest = await deps.archivo.get(saga.reserva_id)
     if latest is not None and latest.estado != Estado.CONFIRMADA:
         await deps.store.finish(saga)

@@ -236,7 +236,9 @@ class Inventory:
         self.retenidas: dict[str, Hold] = {}
         self.caducadas: dict[str, Hold] = {}  # expired within the grace period: uncounted, re-acquirable
         self.confirmadas: dict[str, Sale] = {}  # sold, not yet settled
-        self.devueltas: dict[str, int] = {}  # returned (un-sold), not yet settled: a replay is a no-op
+        # Returned (un-sold) sales: (cantidad, settled at). Kept EXPIRED_HOLD_GRACE_S past their settle, so a
+        # return replayed late (a step another driver cancelled, still queued) is a no-op, never a second un-sell.
+        self.devueltas: dict[str, tuple[int, float | None]] = {}
         seats = self.venue.size if self.venue else 0
         self._vendido = bytearray((seats + 7) // 8)
         self._ocupado = bytearray(seats)
@@ -278,7 +280,7 @@ class Inventory:
             "retenidas": {r: [h.usuario, h.cantidad, h.asientos, h.expires_at] for r, h in self.retenidas.items()},
             "caducadas": {r: [h.usuario, h.cantidad, h.asientos, h.expires_at] for r, h in self.caducadas.items()},
             "confirmadas": {r: [s.usuario, s.cantidad, s.asientos] for r, s in self.confirmadas.items()},
-            "devueltas": self.devueltas,
+            "devueltas": {r: [n, settled] for r, (n, settled) in self.devueltas.items()},
         }
         if self.venue is not None:
             doc["mapa_vendidas"] = base64.b64encode(self._vendido).decode()
@@ -291,7 +293,9 @@ class Inventory:
         self.retenidas = {r: Hold(u, n, tuple(a), e) for r, (u, n, a, e) in doc["retenidas"].items()}
         self.caducadas = {r: Hold(u, n, tuple(a), e) for r, (u, n, a, e) in doc["caducadas"].items()}
         self.confirmadas = {r: Sale(u, n, tuple(a)) for r, (u, n, a) in doc["confirmadas"].items()}
-        self.devueltas = dict(doc["devueltas"])
+        self.devueltas = {
+            r: (v, None) if isinstance(v, int) else (int(v[0]), v[1]) for r, v in doc["devueltas"].items()
+        }
 
     def _load_v1(self, doc: dict[str, Any]) -> None:
         """Every v1 sale becomes settled counts and bits (their per-user quotas are not migrated)."""
@@ -402,10 +406,13 @@ class Inventory:
             self._unsell(sale.cantidad, sale.asientos)
 
     def settle(self, reserva_id: str, now: float) -> None:
-        """The saga recorded the outcome: the sale is now only counts and bits; a return is forgotten."""
+        """The saga recorded the outcome: the sale is now only counts and bits; a return is forgotten after
+        the grace period (until then a late replay of it still finds its marker)."""
         self.prune(now)
         self.confirmadas.pop(reserva_id, None)
-        self.devueltas.pop(reserva_id, None)
+        if (returned := self.devueltas.get(reserva_id)) is not None and returned[1] is None:
+            self.devueltas[reserva_id] = (returned[0], now)
+            self._next_prune = min(self._next_prune, now + EXPIRED_HOLD_GRACE_S)
 
     def return_sale(self, sale: SaleRecord, now: float) -> None:
         """Un-sell a cancelled sale (its unsettled confirmation if there still is one); a replay before
@@ -421,7 +428,7 @@ class Inventory:
             self.release(rid, now)  # never sold: there is only a hold to drop
         else:
             self._unsell(sale.cantidad, self._returnable(sale))
-        self.devueltas[rid] = sale.cantidad
+        self.devueltas[rid] = (sale.cantidad, None)
 
     def availability(self, evento_id: str, now: float, por_usuario: int | None = None) -> Availability:
         self.prune(now)
@@ -440,6 +447,9 @@ class Inventory:
         for rid, held in list(self.caducadas.items()):
             if held.expires_at + EXPIRED_HOLD_GRACE_S <= now:
                 del self.caducadas[rid]
+        for rid, (_, settled) in list(self.devueltas.items()):
+            if settled is not None and settled + EXPIRED_HOLD_GRACE_S <= now:
+                del self.devueltas[rid]
         self._next_prune = self._earliest_prune()
 
     # -- seats -----------------------------------------------------------------------------------------------
@@ -504,6 +514,7 @@ class Inventory:
     def _earliest_prune(self) -> float:
         expiries = [h.expires_at for h in self.retenidas.values()]
         expiries += [h.expires_at + EXPIRED_HOLD_GRACE_S for h in self.caducadas.values()]
+        expiries += [settled + EXPIRED_HOLD_GRACE_S for _, settled in self.devueltas.values() if settled is not None]
         return min(expiries, default=float("inf"))
 
 

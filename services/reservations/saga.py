@@ -42,7 +42,7 @@ from services.reservations.domain import (
     Saga,
 )
 from services.reservations.payments import PaymentRetryableError
-from services.reservations.saga_store import SagaStore, SagaTomada
+from services.reservations.saga_store import ReservationArchive, SagaStore, SagaTomada
 from services.reservations.steps import SagaDeps, compensacion_necesaria, run_step
 
 log = logging.getLogger(__name__)
@@ -101,36 +101,41 @@ class Orquestador:
         deps: SagaDeps,
         config: SagaConfig,
         on_intervention: Callable[[Saga], Awaitable[None]] | None = None,
+        archivo: ReservationArchive | None = None,
     ) -> None:
         self.store = store
         self.deps = deps
         self.config = config
         self.on_intervention = on_intervention
+        self.archivo = archivo or ReservationArchive(deps.reservas)
         self.metrics: Counter[str] = Counter()
-        self._tasks: dict[str, asyncio.Task[Saga]] = {}
+        self._tasks: dict[tuple[str, bool], asyncio.Task[Saga]] = {}  # (reserva_id, is a cancellation)
 
     # -- running sagas ---------------------------------------------------------------------------
     def start(self, saga: Saga, resumed: bool = False) -> asyncio.Task[Saga]:
-        task = self._tasks.get(saga.reserva_id)
+        """One task per reservation and phase: a cancellation started while the purchase's task is still
+        finishing (its purge retrying) is a task of its own."""
+        key = (saga.reserva_id, saga.fase == Fase.CANCELANDO)
+        task = self._tasks.get(key)
         if task is None:
             task = asyncio.create_task(self._drive(saga, resumed), name=f"saga:{saga.reserva_id}")
-            self._tasks[saga.reserva_id] = task
-            task.add_done_callback(lambda _: self._tasks.pop(saga.reserva_id, None))
+            self._tasks[key] = task
+            task.add_done_callback(lambda done: self._tasks.pop(key, None) if self._tasks.get(key) is done else None)
         return task
 
     @property
     def activas(self) -> int:
         return len(self._tasks)
 
-    def running(self, reserva_id: str) -> asyncio.Task[Saga] | None:
-        return self._tasks.get(reserva_id)
+    def running(self, reserva_id: str, cancelacion: bool = False) -> asyncio.Task[Saga] | None:
+        return self._tasks.get((reserva_id, cancelacion))
 
     async def resume_all(self, only_stale: bool = False) -> int:
         """Start every unfinished saga that is ours or whose driver's lease ran out; CAS settles races."""
         resumed = 0
         now = time.time()
         for saga in await self.store.unfinished():
-            if saga.reserva_id in self._tasks:
+            if (saga.reserva_id, saga.fase == Fase.CANCELANDO) in self._tasks:
                 continue
             mine = saga.owner == self.config.owner and not only_stale
             if mine or saga.lease_until < now:
@@ -159,12 +164,16 @@ class Orquestador:
     async def _drive(self, saga: Saga, resumed: bool) -> Saga:
         """Returns the saga as it is durably known: a write that failed leaves the state last persisted."""
         try:
+            if resumed and (done := await self._already_finished(saga)) is not None:
+                await self._settle(done)  # it may have died between its outcome event and the settle
+                await self.store.finish(saga)
+                return done
             if resumed:
                 saga.reanudaciones += 1
             if resumed or saga.owner != self.config.owner or saga.lease_until < time.time():
                 await self._save(saga)  # take the lease; a CAS loss means another replica has it
             if saga.reanudaciones > MAX_REANUDACIONES and not saga.terminada:
-                await self._intervencion(saga, Agotado(saga.paso or "reanudar", RuntimeError("crash loop")))
+                await self._crash_loop(saga)
             while not saga.terminada:
                 if saga.fase == Fase.ADELANTE:
                     await self._adelante(saga)
@@ -174,7 +183,7 @@ class Orquestador:
                     await self._cancelar(saga)
         except SagaTomada:
             log.info("saga taken over by another driver", extra={"reserva_id": saga.reserva_id})
-            return await self.store.get(saga.reserva_id) or saga
+            return await self.store.get(saga.reserva_id) or await self.archivo.get(saga.reserva_id) or saga
         except Exception:
             self.metrics["fallos_del_conductor"] += 1
             log.exception("saga driver failed; the supervisor resumes it", extra={"reserva_id": saga.reserva_id})
@@ -184,6 +193,40 @@ class Orquestador:
     async def _save(self, saga: Saga) -> None:
         saga.arrendar(self.config.owner, self.config.lease_s)
         await self.store.save(saga)
+
+    async def _already_finished(self, saga: Saga) -> Saga | None:
+        """A resumed saga whose outcome is already stored must not run again: a twin request (same
+        Idempotency-Key) or a second cancellation that re-created the key after the first one had finished
+        (and died before its own check), or a saga that died between its outcome event and its purge."""
+        archived = await self.archivo.get(saga.reserva_id)
+        if archived is None:
+            return None
+        if saga.fase == Fase.CANCELANDO and archived.estado != Estado.CANCELADA:
+            return None  # the purchase's outcome: this cancellation has yet to run
+        return archived
+
+    async def _crash_loop(self, saga: Saga) -> None:
+        """Resumed too often without progress: before the pivot unwind (nothing is lost), after it stop."""
+        err = Agotado(saga.paso or "reanudar", RuntimeError(f"resumed {saga.reanudaciones} times without progress"))
+        if saga.fase == Fase.ADELANTE and saga.paso not in DESPUES_DEL_PIVOTE:
+            saga.reanudaciones = 0
+            await self._unwind(saga, saga.paso or PASOS_COMPRA[0], "error_interno", str(err))
+        else:
+            await self._intervencion(saga, err)
+
+    async def _settle(self, saga: Saga) -> None:
+        """Housekeeping once the outcome is stored: the inventory forgets the sale's entry. It cannot change the
+        outcome, so when it keeps failing the saga still ends; the entry stays, logged and counted."""
+        try:
+            await retry_by_time(
+                lambda: self.deps.inventario.settle(saga.evento_id, saga.reserva_id),
+                self.config.record_retry_for_s,
+                retry_if=retryable,
+                max_delay=2.0,
+            )
+        except Exception:
+            self.metrics["sin_liquidar"] += 1
+            log.exception("could not settle a recorded sale in the inventory", extra={"reserva_id": saga.reserva_id})
 
     async def _finish(self, saga: Saga, counter: str) -> None:
         """The outcome event is stored: count it, then purge the saga's key (a failed purge is resumed)."""
@@ -207,9 +250,11 @@ class Orquestador:
                 await self._unwind(saga, paso, err.motivo, str(err))
             return
         saga.anotar(paso, "ok", detalle)
+        saga.reanudaciones = 0
         following = PASOS_COMPRA.index(paso) + 1
         if following == len(PASOS_COMPRA):
             saga.estado, saga.fase, saga.paso = Estado.CONFIRMADA, Fase.TERMINADA, None
+            await self._settle(saga)
             await self._finish(saga, "confirmadas")
             return
         saga.paso = PASOS_COMPRA[following]
@@ -236,15 +281,16 @@ class Orquestador:
             persisted = False
             try:
                 await self._attempt(comp, saga, self.config.compensation_retry_for_s, retry_all=True)
-            except Agotado as err:
-                await self._intervencion(saga, err)
+            except (Agotado, PasoFallido) as err:
+                await self._intervencion(saga, _gave_up(comp, err))
                 return
             saga.compensadas.append(comp)
             saga.anotar(comp, "compensado")
+            saga.reanudaciones = 0
         try:
             await self._attempt("reject", saga, self.config.compensation_retry_for_s, retry_all=True)
-        except Agotado as err:
-            await self._intervencion(saga, err)
+        except (Agotado, PasoFallido) as err:
+            await self._intervencion(saga, _gave_up("reject", err))
             return
         saga.anotar("reject", "ok", saga.motivo)
         saga.estado, saga.fase = Estado.RECHAZADA, Fase.TERMINADA
@@ -254,13 +300,15 @@ class Orquestador:
         paso = saga.paso or PASOS_CANCELACION[0]
         try:
             detalle = await self._attempt(paso, saga, self.config.compensation_retry_for_s, retry_all=True)
-        except Agotado as err:
-            await self._intervencion(saga, err)
+        except (Agotado, PasoFallido) as err:
+            await self._intervencion(saga, _gave_up(paso, err))
             return
         saga.anotar(paso, "ok", detalle)
+        saga.reanudaciones = 0
         following = PASOS_CANCELACION.index(paso) + 1
         if following == len(PASOS_CANCELACION):
             saga.estado, saga.fase, saga.paso = Estado.CANCELADA, Fase.TERMINADA, None
+            await self._settle(saga)
             await self._finish(saga, "canceladas")
             return
         saga.paso = PASOS_CANCELACION[following]
@@ -295,7 +343,12 @@ class Orquestador:
                 done, _ = await asyncio.wait({work}, timeout=self.config.lease_s / 3)
                 if done:
                     return work.result()
-                await self.store.renew_lease(saga, self.config.owner, self.config.lease_s)
+                try:
+                    await self.store.renew_lease(saga, self.config.owner, self.config.lease_s)
+                except SagaTomada:
+                    raise  # another driver has it: stop ours (the step is cancelled below)
+                except Exception as err:  # NATS hiccup: the lease may lapse, and the CAS still protects
+                    log.warning("could not renew a saga's lease", extra={"error": type(err).__name__})
         finally:
             if not work.done():
                 work.cancel()
@@ -305,7 +358,12 @@ class Orquestador:
         """Timeout per attempt, exponential backoff with jitter, bounded by time (not by attempts)."""
 
         def worth_retrying(err: Exception) -> bool:
-            return not isinstance(err, PasoFallido) and (retry_all or retryable(err))
+            if isinstance(err, PasoFallido):
+                return False
+            if retryable(err):
+                return True
+            refused = isinstance(err, DomainError) and err.status < 500  # e.g. VentaInconsistente: never passes
+            return retry_all and not refused
 
         def contar(err: Exception) -> None:
             log.warning("saga step failed; retrying", extra={"paso": paso, "error": type(err).__name__})
@@ -325,6 +383,11 @@ class Orquestador:
             if not retryable(err):
                 log.exception("saga step raised an error no retry can fix", extra={"paso": paso})
             raise Agotado(paso, err) from err
+
+
+def _gave_up(paso: str, err: Agotado | PasoFallido) -> Agotado:
+    """A compensation has no business "no": whatever stops it needs an operator."""
+    return err if isinstance(err, Agotado) else Agotado(paso, err)
 
 
 def _outcome_recorded(saga: Saga) -> bool:

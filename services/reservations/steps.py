@@ -93,10 +93,9 @@ async def capture(saga: Saga, deps: SagaDeps) -> str | None:
 
 
 async def record(saga: Saga, deps: SagaDeps) -> str | None:
-    """The sale's record, then the inventory may forget it (settle): a replay finds both done."""
+    """The sale's record (then the orchestrator lets the inventory forget it: settle)."""
     campos = {"confirmada_en": ahora_iso()}
     await _append_outcome(saga, deps, RESERVA_CONFIRMADA, Estado.CONFIRMADA, "record", campos)
-    await deps.inventario.settle(saga.evento_id, saga.reserva_id)
     return None
 
 
@@ -139,7 +138,7 @@ async def return_sale(saga: Saga, deps: SagaDeps) -> str | None:
 
 async def reject(saga: Saga, deps: SagaDeps) -> str | None:
     campos = {"motivo": saga.motivo or "desconocido", "rechazada_en": ahora_iso()}
-    await _append_outcome(saga, deps, RESERVA_RECHAZADA, Estado.RECHAZADA, "reject", campos)
+    await _append_outcome(saga, deps, RESERVA_RECHAZADA, Estado.RECHAZADA, "reject", campos, saga.motivo)
     return None
 
 
@@ -149,7 +148,6 @@ async def record_cancel(saga: Saga, deps: SagaDeps) -> str | None:
         "cancelada_en": ahora_iso(),
     }
     await _append_outcome(saga, deps, RESERVA_CANCELADA, Estado.CANCELADA, "record_cancel", campos, first=False)
-    await deps.inventario.settle(saga.evento_id, saga.reserva_id)
     return None
 
 
@@ -193,11 +191,16 @@ async def _append_outcome(
     estado: Estado,
     paso: str,
     campos: Mapping[str, Any],
+    detalle: str | None = None,
+    *,
     first: bool = True,
 ) -> None:
     """The fields every Reserva* event opens with (eventflow.contracts), the finished reservation, the outcome's own."""
     resultado = saga.resultado()
-    resultado["historial"] = [*saga.historial, {"paso": paso, "resultado": "ok", "en": ahora_iso()}]
+    last: dict[str, Any] = {"paso": paso, "resultado": "ok", "en": ahora_iso()}
+    if detalle:
+        last["detalle"] = detalle
+    resultado["historial"] = [*saga.historial, last]
     data = {
         "reserva_id": saga.reserva_id,
         "usuario_id": saga.usuario_id,

@@ -406,9 +406,9 @@ async def test_a_request_that_fails_with_a_500_still_gets_its_generated_key(env:
 
     usuario, evento = await env.comprador()
     cfg = reservas_cfg(f"{owner}-broken")
-    async with serve(create_app(env.settings, reservas=cfg, usuarios=Broken())) as url:  # a real server: a 500
-        async with httpx.AsyncClient(base_url=url) as client:
-            resp = await client.post("/api/reservar", json=reserva(usuario, evento))
+    app = create_app(env.settings, reservas=cfg, usuarios=Broken())
+    async with serve(app) as url, httpx.AsyncClient(base_url=url) as client:  # a real server: a real 500
+        resp = await client.post("/api/reservar", json=reserva(usuario, evento))
     assert resp.status_code == 500 and resp.headers["content-type"].startswith("application/problem+json")
     assert len(resp.headers["idempotency-key"]) >= 32
     retried = await env.reservar(reserva(usuario, evento), idem=resp.headers["idempotency-key"])

@@ -152,13 +152,17 @@ def test_return_sale_un_sells_a_settled_sale_once_until_it_is_settled():
     sale = SaleRecord("r1", "u1", 2, ("A-1", "A-2"))
     inv.return_sale(sale, T0)
     inv.return_sale(sale, T0)  # a replay: the marker says it is done
-    assert inv.n_vendidas == 1 and sold_seats(inv) == {"B-1"} and inv.devueltas == {"r1": 2}
+    assert inv.n_vendidas == 1 and sold_seats(inv) == {"B-1"} and inv.devueltas == {"r1": (2, None)}
     inv = roundtrip(inv)
     inv.return_sale(sale, T0)
     assert inv.n_vendidas == 1
     inv.settle("r1", T0)
-    assert not inv.devueltas
     assert inv.hold(req("r3", user="u3", n=4), T0) == Held("r3", T0 + 60, ("A-1", "A-2", "A-3", "B-2"))
+    inv.return_sale(sale, T0 + 1)  # a late replay (a step another driver had cancelled): still a no-op
+    assert inv.n_vendidas == 1 and inv.devueltas == {"r1": (2, T0)}
+    inv.release("r3", T0 + 2)
+    inv.prune(T0 + EXPIRED_HOLD_GRACE_S + 1)
+    assert not inv.devueltas, "forgotten once the grace period after its settle is over"
 
 
 def test_return_sale_of_an_unsettled_confirmation_un_sells_what_was_confirmed():

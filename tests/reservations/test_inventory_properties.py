@@ -56,7 +56,8 @@ class Res:
     n: int
     seats: tuple[str, ...]
     exp: float
-    status: str  # held | expired | confirmed (sold, unsettled) | settled | returned (un-sold, unsettled)
+    status: str  # held | expired | confirmed (sold, unsettled) | settled | returned (un-sold, unsettled) | gone
+    settled_at: float | None = None  # a return's settle: its marker is kept for the grace period after it
 
 
 @dataclass
@@ -73,7 +74,8 @@ class Model:
         for rid, r in list(self.res.items()):
             if r.status == "held" and r.exp <= self.now:
                 r.status = "expired"
-            if r.status == "expired" and r.exp + EXPIRED_HOLD_GRACE_S <= self.now:
+            forgotten_at = r.exp if r.status == "expired" else r.settled_at if r.status == "gone" else None
+            if forgotten_at is not None and forgotten_at + EXPIRED_HOLD_GRACE_S <= self.now:
                 del self.res[rid]
 
     def live(self) -> list[Res]:
@@ -119,7 +121,7 @@ class Model:
     def confirm(self, rid: str) -> object:
         self.expire()
         r = self.res.get(rid)
-        if r is None or r.status in ("settled", "returned"):
+        if r is None or r.status in ("settled", "returned", "gone"):
             return HoldLost(rid)  # a settled sale is only counts: the inventory no longer knows it
         if r.status == "expired" and (r.n > self.free() or set(r.seats) & self.taken()):
             return HoldLost(rid)
@@ -141,11 +143,12 @@ class Model:
         if r is not None and r.status == "confirmed":
             r.status = "settled"
         elif r is not None and r.status == "returned":
-            del self.res[rid]
+            r.status, r.settled_at = "gone", self.now  # settled, but its marker stays for the grace period
 
     def return_sale(self, rid: str) -> None:
         self.expire()
-        self.res[rid].status = "returned"
+        if self.res[rid].status != "gone":  # a late replay after the settle finds the marker: a no-op
+            self.res[rid].status = "returned"
         self.quota[owner(rid)].pop(rid, None)
 
 
@@ -183,6 +186,7 @@ def check_invariants(fake: FakeInventario, model: Model) -> None:
     avail = inv.availability("ev", model.now)  # prunes, as every op does
     kinds = ("held", "expired", "confirmed", "returned")
     by = {s: {rid for rid, r in model.res.items() if r.status == s} for s in kinds}
+    by["returned"] |= {rid for rid, r in model.res.items() if r.status == "gone"}
     stored = (inv.retenidas, inv.caducadas, inv.confirmadas, inv.devueltas)
     assert [set(m) for m in stored] == [by[s] for s in kinds]
     assert inv.n_vendidas + inv.n_retenidas <= inv.capacidad
@@ -225,7 +229,7 @@ def test_random_op_sequences_keep_the_invariants_and_match_the_model(data):
         kind, rid = op[0], op[1]
         r = model.res.get(rid) if isinstance(rid, str) else None
         if kind in ("hold", "buy"):
-            if r is not None and r.status in ("settled", "returned"):
+            if r is not None and r.status in ("settled", "returned", "gone"):
                 continue  # the saga never holds again a reservation it recorded
             (seats, n), ttl = op[2], op[3]
             q = HoldRequest(rid, "ev", owner(rid), n, seats, ttl, limit)

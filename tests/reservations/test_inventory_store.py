@@ -148,7 +148,7 @@ async def test_return_sale_un_sells_a_settled_sale_once(js, store):
     await store.return_sale(evento_id, sale)
     assert (await store.availability(evento_id)).disponibles == 4
     stored = Inventory.from_json((await (await js.key_value(BUCKET)).get(evento_id)).value)
-    assert stored.devueltas == {"r1": 2}
+    assert stored.devueltas == {"r1": (2, None)}
     await store.settle(evento_id, "r1")
     assert await store.hold(hold(evento_id, n=4)) == Held(ANY_RID, ANY_TIME, ("A-1", "A-2", "A-3", "A-4"))
 
@@ -207,10 +207,16 @@ async def test_a_nats_restart_mid_traffic_loses_and_duplicates_nothing(js, store
         while not stop.is_set():
             outcomes.append(await store.hold(hold(evento_id)))
 
+    async def at_least(n: int) -> None:
+        deadline = asyncio.get_running_loop().time() + 60
+        while len(outcomes) < n:
+            assert asyncio.get_running_loop().time() < deadline, "the buyers made no progress"
+            await asyncio.sleep(0.01)
+
     buyers = [asyncio.create_task(buyer()) for _ in range(20)]
-    await asyncio.sleep(0.3)
+    await at_least(40)  # traffic is flowing: 20 buyers each have a hold in flight when the server goes
     await asyncio.to_thread(servers.restart_nats)
-    await asyncio.sleep(0.5)
+    await at_least(len(outcomes) + 40)  # ... and it flows again after the restart
     stop.set()
     await asyncio.gather(*buyers)
     assert outcomes and all(isinstance(o, Held) for o in outcomes)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import replace
 from typing import Any
@@ -17,7 +18,9 @@ from nats.js.errors import InvalidKeyError, NoKeysError
 from eventflow.contracts import RESERVA_CONFIRMADA, RESERVA_RECHAZADA
 from eventflow.eventstore import EventStore
 from eventflow.jetstream import RESERVAS
-from services.reservations.domain import MAX_REANUDACIONES, Estado, Fase, Saga
+from services.reservations import handlers
+from services.reservations.domain import MAX_REANUDACIONES, CancelarReserva, Estado, Fase, Saga
+from services.reservations.handlers import Deps
 from services.reservations.inventory import EventoSinInventario, HoldRequest
 from services.reservations.payments import CardDetails, PaymentPermanentError
 from services.reservations.saga import Orquestador, SagaConfig
@@ -260,16 +263,124 @@ async def test_a_compensation_raising_a_non_retryable_error_ends_in_intervention
     assert world.interventions == [saga.reserva_id]
 
 
-async def test_a_saga_resumed_too_many_times_needs_intervention(world: World) -> None:
-    """A crash loop (a driver dying at the same point every time) ends instead of looping for good."""
+async def resumed(world: World, saga: Saga) -> Saga:
+    """As the supervisor does with a saga whose driver died: resume it, wait for it, read the outcome."""
+    saga.owner, saga.lease_until = "dead-process", 0.0
+    await world.store.save(saga) if saga.revision else await world.store.create(saga)
+    assert await world.orq.resume_all() == 1
+    task = world.orq.running(saga.reserva_id, cancelacion=saga.fase == Fase.CANCELANDO)
+    if task is not None:
+        await asyncio.wait_for(task, 30)
+    return await world.reserva(saga.reserva_id)
+
+
+async def test_a_crash_loop_before_the_pivot_unwinds(world: World) -> None:
+    """A driver dying at the same point every time: after MAX_REANUDACIONES resumes without progress the saga
+    is unwound (nothing was taken for good yet), not left looping nor parked with tickets and money held."""
     saga = await world.saga()
     saga.reanudaciones = MAX_REANUDACIONES
-    saga.owner, saga.lease_until = "dead-process", 0.0
-    await world.store.save(saga)
-    assert await world.orq.resume_all() == 1
-    await asyncio.wait_for(world.orq.running(saga.reserva_id) or asyncio.sleep(0), 30)
-    done = await world.reserva(saga.reserva_id)
+    done = await resumed(world, saga)
+    assert (done.estado, done.motivo) == (Estado.RECHAZADA, "error_interno")
+    assert (await world.inventario.availability("ev1")).disponibles == 5
+
+
+async def test_a_crash_loop_after_the_pivot_needs_intervention(world: World) -> None:
+    saga = await world.saga()
+    await world.inventario.hold(HoldRequest(saga.reserva_id, "ev1", "u1", 1, (), 60, None))
+    auth = await world.pagos.authorize(f"{saga.reserva_id}:authorize", saga.metodo["token"], 2100)
+    saga.datos["autorizacion"] = auth.id  # type: ignore[union-attr]
+    await world.inventario.confirm("ev1", saga.reserva_id)
+    saga.paso, saga.reanudaciones = "capture", MAX_REANUDACIONES
+    saga.registrar("void")
+    done = await resumed(world, saga)
     assert (done.estado, done.reanudaciones) == (Estado.REQUIERE_INTERVENCION, MAX_REANUDACIONES + 1)
+
+
+async def test_progress_resets_the_resume_count(world: World) -> None:
+    saga = await world.saga()
+    saga.reanudaciones = MAX_REANUDACIONES - 1
+    done = await resumed(world, saga)
+    assert done.estado == Estado.CONFIRMADA
+
+
+def same_request(saga: Saga) -> Saga:
+    """A new saga for the same reservation id: what a twin request (same Idempotency-Key) creates."""
+    twin = Saga(
+        saga.reserva_id,
+        saga.usuario_id,
+        saga.evento_id,
+        saga.cantidad,
+        list(saga.asientos),
+        saga.importe_centimos,
+        dict(saga.metodo),
+        saga.huella,
+    )
+    twin.registrar("release")
+    return twin
+
+
+async def test_a_twin_that_re_created_a_finished_reservations_key_never_runs_again(world: World) -> None:
+    """Review H2: a twin request re-created the key after the purge and died before its own check; resumed,
+    it used to hold (and sell) the tickets again. Now it sees the stored outcome and only purges."""
+    first = await world.run(await world.saga(cantidad=2))
+    assert first.estado == Estado.CONFIRMADA
+    done = await resumed(world, same_request(first))
+    assert done.estado == Estado.CONFIRMADA
+    assert (await world.inventario.availability("ev1")).vendidas == 2
+    assert world.pagos.calls["authorize"] == 1
+    assert await world.store.get(first.reserva_id) is None
+
+
+def deps_for(world: World) -> Deps:
+    return Deps(world.store, world.archivo, world.orq, cadena=None, owner=world.orq.config.owner, lease_s=30)  # type: ignore[arg-type]
+
+
+async def test_a_second_cancellation_after_the_first_finished_never_returns_the_tickets_twice(world: World) -> None:
+    """Review H1: C2 re-created the key after C1 had finished and died before its check; resumed, its
+    return_sale used to un-sell the tickets a second time (an oversell)."""
+    confirmed = await world.run(await world.saga(cantidad=2))
+    deps = deps_for(world)
+    first = await handlers.cancelar(CancelarReserva(confirmed.reserva_id), deps)
+    task = world.orq.running(first.reserva_id, cancelacion=True)
+    assert task is not None
+    assert (await task).estado == Estado.CANCELADA
+    second = await world.archivo.get(confirmed.reserva_id)
+    assert second is not None
+    second.estado, second.fase, second.paso = Estado.CONFIRMADA, Fase.CANCELANDO, "refund"  # C2's stale view
+    done = await resumed(world, second)
+    assert done.estado == Estado.CANCELADA
+    assert world.pagos.calls["refund"] == 1
+    assert (await world.inventario.availability("ev1")).vendidas == 0
+    assert not world.inventario.sold("ev1", confirmed.reserva_id)
+
+
+async def test_a_reservation_being_cancelled_reads_as_being_cancelled(world: World) -> None:
+    """Review H3: during record_cancel the reservation read as confirmada (its last stored outcome), and a
+    repeated cancel answered 409."""
+    confirmed = await world.run(await world.saga())
+    cancelling = await world.archivo.get(confirmed.reserva_id)
+    assert cancelling is not None
+    cancelling.fase, cancelling.paso = Fase.CANCELANDO, "record_cancel"
+    cancelling.owner, cancelling.lease_until = "busy-driver", time.time() + 60
+    await world.store.create(cancelling)
+    deps = deps_for(world)
+    seen = await handlers.consultar(confirmed.reserva_id, deps)
+    assert (seen.fase, seen.terminada) == (Fase.CANCELANDO, False)
+    again = await handlers.cancelar(CancelarReserva(confirmed.reserva_id), deps)
+    assert again.fase == Fase.CANCELANDO
+
+
+async def test_a_cancellation_does_not_wait_for_a_stored_purchase_to_be_purged(world: World) -> None:
+    """Review M3: the purchase's outcome is stored, its key not purged yet (its driver died after record):
+    the cancellation purges it by CAS and goes on, instead of 409 after a few tries."""
+    confirmed = await world.run(await world.saga())
+    unpurged = same_request(confirmed)
+    unpurged.paso, unpurged.owner, unpurged.lease_until = "record", "dead-process", time.time() + 60
+    await world.store.create(unpurged)
+    started = await handlers.cancelar(CancelarReserva(confirmed.reserva_id), deps_for(world))
+    task = world.orq.running(started.reserva_id, cancelacion=True)
+    assert task is not None
+    assert (await asyncio.wait_for(task, 30)).estado == Estado.CANCELADA
 
 
 async def test_capture_is_the_pivot_an_unknown_capture_outcome_is_not_refunded(world: World) -> None:
@@ -317,7 +428,7 @@ async def test_the_lease_is_renewed_while_a_long_step_runs(js: JetStreamContext,
     """Issue 6 defect 7: the lease moved only when the saga was saved, so a step longer than it (the record
     retries for 60 s against a 30 s lease) could be started again by a second driver."""
     world = World(js, store, owner)
-    world.orq = world.orquestador(owner, lease_s=1.5, step_timeout_s=60, retry_for_s=60)
+    world.orq = world.orquestador(owner, lease_s=6, step_timeout_s=60, retry_for_s=60)
     gate = Gate(world.pagos, "authorize")
     world.orq.deps.pagos = gate  # type: ignore[assignment]
     saga = await world.saga()
@@ -330,7 +441,7 @@ async def test_the_lease_is_renewed_while_a_long_step_runs(js: JetStreamContext,
         return current is not None and current.revision >= first + 2
 
     await eventually(renewed_twice, timeout=30)
-    other = world.orquestador("another-replica", lease_s=1.5)
+    other = world.orquestador("another-replica", lease_s=6)
     assert await other.resume_all(only_stale=True) == 0, "the lease is current: nobody else starts the step"
     gate.release.set()
     await asyncio.wait_for(task, 30)

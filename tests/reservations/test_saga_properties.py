@@ -57,8 +57,16 @@ class MemorySagaStore:
         self._write(saga)
 
     async def renew_lease(self, saga: Saga, owner: str, lease_s: float) -> None:
-        saga.arrendar(owner, lease_s)
-        await self.save(saga)
+        """As the real store: the document as last written, only its lease moved."""
+        renewed = Saga.from_doc(orjson.loads(saga.persistido), saga.revision)
+        renewed.arrendar(owner, lease_s)
+        await self.save(renewed)
+        saga.revision, saga.persistido, saga.owner, saga.lease_until = (
+            renewed.revision,
+            renewed.persistido,
+            renewed.owner,
+            renewed.lease_until,
+        )
 
     async def finish(self, saga: Saga) -> None:
         current = self.docs.get(saga.reserva_id)
