@@ -1,7 +1,8 @@
 """Uniqueness claims in a JetStream KV bucket: create-if-absent is the only way to take a name.
 
 A claim is decided on the CP side, never by reading Redis first. Keys should be pseudonyms
-(see `eventflow.crypto.Pseudonymizer`), so the bucket holds no personal data.
+(see `eventflow.crypto.Pseudonymizer`), so the bucket holds no personal data. Reads go to the bucket's
+stream leader (`leader_reads`): who holds a claim decides whether it is taken over or released.
 """
 
 from __future__ import annotations
@@ -15,6 +16,19 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 
+def leader_reads(kv: KeyValue) -> KeyValue:
+    """The same bucket, with `get` answered by its stream leader (`STREAM.MSG.GET`).
+
+    nats-py's `KeyValue.get` uses `DIRECT.GET` when the bucket's stream allows direct reads (nats-py's own
+    buckets do not, but one made by another client may), and any replica, a lagging one too, answers that.
+    Code that decides on a read (take over, release, delete) must see the latest value, so it uses this view.
+    nats-py has no public way to ask, hence its private fields (pinned by tests/users/test_leader_reads.py).
+    """
+    if not kv._direct:
+        return kv
+    return KeyValue(name=kv._name, stream=kv._stream, pre=kv._pre, js=kv._js, direct=False)
+
+
 @dataclass(frozen=True)
 class Claim:
     key: str
@@ -25,7 +39,7 @@ class Claim:
 
 class UniquenessClaims:
     def __init__(self, kv: KeyValue) -> None:
-        self.kv = kv
+        self.kv = leader_reads(kv)
 
     async def claim(self, key: str, owner: str) -> Claim:
         """Take `key` for `owner`; returns whoever holds it afterwards (compare `.owner`)."""

@@ -20,6 +20,13 @@ class Seccion(TypedDict):
     asientos: int
 
 
+# An event's purchase limits: tickets one buyer may hold in all, and seats one request may list. Events created
+# before they existed lack both fields; every reader uses these defaults for them.
+LIMITE_POR_USUARIO_PREDETERMINADO = 10
+MAX_POR_SOLICITUD_PREDETERMINADO = 10
+TOPE_POR_SOLICITUD = 50  # hard cap whatever the organizer sets: a request lists at most this many seats
+
+
 class EventoCreadoData(TypedDict):
     nombre: str
     descripcion: str
@@ -30,6 +37,8 @@ class EventoCreadoData(TypedDict):
     categoria: str
     secciones: list[Seccion] | None
     venta_desde: str | None  # sales open at this instant; None = on sale from creation
+    limite_por_usuario: NotRequired[int]  # always written since they exist; absent = the defaults above
+    max_por_solicitud: NotRequired[int]  # <= limite_por_usuario <= 1000, 1..TOPE_POR_SOLICITUD
     huella: NotRequired[str]  # fingerprint of the request, present when it came with an Idempotency-Key
 
 

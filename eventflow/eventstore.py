@@ -113,14 +113,29 @@ class EventStore:
                 raise ConcurrencyConflict("the aggregate changed since it was read; reload and retry") from None
             raise
 
-    async def load(self, aggregate_id: str) -> tuple[list[StoredEvent], int]:
-        """All events of one aggregate and its version (0 when it has none)."""
+    async def load(self, aggregate_id: str, *, direct: bool = False) -> tuple[list[StoredEvent], int]:
+        """All events of one aggregate and its version (0 when it has none), read from the stream leader.
+
+        `direct=True` lets any replica answer (`DIRECT.GET`), and a lagging one answers with a prefix of the
+        aggregate: fewer events, an older version, or "absent". Opt in only where such an answer is harmless,
+        because an expected-version append re-checks it on the leader or nothing is decided on it. Never for
+        a read that destroys or gives away something on "absent" (a lost ack is exactly when the leader has
+        the event and a replica may not yet). The callers, and why:
+
+        - leader: users `_compensate` and the reconciliation's `appeared` (they delete the data key and free
+          the claims), the claim take-over's `appeared` (it gives a live user's email away), users
+          `_existing` (a stale "absent" after a conflict would refuse the client's own retry), events
+          `_existing` after a conflict, `ReservationArchive.get` (answers GET /api/reservas as the truth),
+          the inventory's `_from_event` and the saga's `_append_once` (rare: once per event / on a retry).
+        - direct: events `_existing` before creating: "absent" only sends it to an append with expected
+          version 0, which the leader refuses if the event exists, and the lookup after it reads the leader.
+        """
         subject = self.spec.subject(aggregate_id)
         events: list[StoredEvent] = []
         seq = 1
         while True:
             try:
-                msg = await self.js.get_msg(self.spec.name, seq=seq, subject=subject, next=True, direct=True)
+                msg = await self.js.get_msg(self.spec.name, seq=seq, subject=subject, next=True, direct=direct)
             except NotFoundError:
                 break
             if msg.data is None or not msg.seq:

@@ -40,6 +40,16 @@ class EventoIn(BaseModel):
     categoria: ShortText
     secciones: list[SeccionIn] | None = Field(None, max_length=1_000)
     venta_desde: Annotated[str | None, Field(max_length=64, json_schema_extra=DATE_TIME)] = None
+    limite_por_usuario: int | None = Field(
+        None,
+        description="Tickets one buyer may hold for this event: 1..1000, >= max_por_solicitud. "
+        "Omitted: 10, or max_por_solicitud if that is larger",
+    )
+    max_por_solicitud: int | None = Field(
+        None,
+        description="Tickets (seats) one reservation may ask for: 1..50. "
+        "Omitted: 10, or limite_por_usuario if that is smaller",
+    )
 
     def command(self) -> CrearEvento:
         secciones = None if self.secciones is None else [Seccion(s.nombre, s.asientos) for s in self.secciones]
@@ -53,6 +63,8 @@ class EventoIn(BaseModel):
             categoria=self.categoria,
             secciones=secciones,
             venta_desde=self.venta_desde,
+            limite_por_usuario=self.limite_por_usuario,
+            max_por_solicitud=self.max_por_solicitud,
         )
 
 
@@ -75,6 +87,8 @@ class EventoOut(BaseModel):
     precio_centimos: int
     secciones: list[SeccionOut] | None
     venta_desde: str | None
+    limite_por_usuario: int
+    max_por_solicitud: int
 
 
 class PaginaOut(BaseModel):

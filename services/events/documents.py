@@ -10,8 +10,13 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from eventflow.contracts import EventoCreadoData
+from eventflow.contracts import LIMITE_POR_USUARIO_PREDETERMINADO, MAX_POR_SOLICITUD_PREDETERMINADO, EventoCreadoData
 from services.events import keys
+
+LIMITES_PREDETERMINADOS = {
+    "limite_por_usuario": LIMITE_POR_USUARIO_PREDETERMINADO,
+    "max_por_solicitud": MAX_POR_SOLICITUD_PREDETERMINADO,
+}
 
 
 def documento(evento_id: str, data: EventoCreadoData) -> dict[str, Any]:
@@ -30,6 +35,9 @@ def documento(evento_id: str, data: EventoCreadoData) -> dict[str, Any]:
         if secciones is None
         else [dict(nombre=s["nombre"], asientos=int(s["asientos"])) for s in secciones],
         "venta_desde": data["venta_desde"],
+        # Events created before the limits existed lack them in the log: they get the defaults.
+        "limite_por_usuario": int(data.get("limite_por_usuario", LIMITE_POR_USUARIO_PREDETERMINADO)),
+        "max_por_solicitud": int(data.get("max_por_solicitud", MAX_POR_SOLICITUD_PREDETERMINADO)),
     }
 
 
@@ -41,7 +49,7 @@ def date_score(fecha: str) -> float:
 def with_availability(doc: Mapping[str, Any], sales: Mapping[str, str]) -> dict[str, Any]:
     """Merge the sales counters; never below 0 even if the projection saw more sales than seats."""
     sold = int(sales.get(keys.TOTAL_FIELD, 0))
-    out = dict(doc)
+    out = {**LIMITES_PREDETERMINADOS, **doc}  # a document projected before the limits existed lacks them
     out["entradas_disponibles"] = max(0, int(doc["aforo_total"]) - sold)
     if doc.get("secciones") is not None:
         out["secciones"] = [

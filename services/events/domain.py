@@ -44,10 +44,20 @@ class CrearEvento:
     aforo_total: int | None = None
     secciones: list[Seccion] | None = None
     venta_desde: str | None = None
+    limite_por_usuario: int | None = None  # None: derived from the other one, or the default
+    max_por_solicitud: int | None = None
 
     def huella(self) -> str:
-        """What "the same request" means for an Idempotency-Key: every field as the caller sent it."""
-        canon = orjson.dumps(asdict(self), default=str, option=orjson.OPT_SORT_KEYS)
+        """What "the same request" means for an Idempotency-Key: every field as the caller sent it.
+
+        The limits count only when sent, so a request without them keeps the fingerprint it had before
+        they existed (a retry across that deploy is still recognized as the same request).
+        """
+        fields = asdict(self)
+        for name in ("limite_por_usuario", "max_por_solicitud"):
+            if fields[name] is None:
+                del fields[name]
+        canon = orjson.dumps(fields, default=str, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(canon).hexdigest()[:32]
 
 
@@ -63,6 +73,8 @@ class Evento:
     categoria: str
     secciones: tuple[Seccion, ...] | None
     venta_desde: datetime | None
+    limite_por_usuario: int  # tickets one buyer may hold for this event, over all their reservations
+    max_por_solicitud: int  # tickets (seats) one reservation request may ask for
 
 
 @dataclass(frozen=True)

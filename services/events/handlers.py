@@ -24,7 +24,7 @@ HUELLA = "huella"  # stored beside the contract's fields, only when the request 
 
 class EventLog(Protocol):
     async def append(self, aggregate_id: str, events: list[NewEvent], expected_version: int | None) -> int: ...
-    async def load(self, aggregate_id: str) -> tuple[list[StoredEvent], int]: ...
+    async def load(self, aggregate_id: str, *, direct: bool = False) -> tuple[list[StoredEvent], int]: ...
 
 
 class ReadModel(Protocol):
@@ -61,6 +61,8 @@ def evento_creado(evento: Evento) -> contracts.EventoCreadoData:
         if evento.secciones is None
         else [contracts.Seccion(nombre=s.nombre, asientos=s.asientos) for s in evento.secciones],
         venta_desde=None if evento.venta_desde is None else evento.venta_desde.isoformat(),
+        limite_por_usuario=evento.limite_por_usuario,
+        max_por_solicitud=evento.max_por_solicitud,
     )
 
 
@@ -68,7 +70,9 @@ async def crear_evento(cmd: CrearEvento, deps: WriteDeps, idempotency_key: str |
     if idempotency_key is None:
         return await _crear(cmd, str(uuid.uuid4()), None, deps)
     evento_id, huella = evento_id_para(idempotency_key), cmd.huella()
-    existing = await _existing(evento_id, huella, deps)
+    # Any replica may answer this first look: a stale "absent" only leads to the append below, which the
+    # leader refuses (expected version 0) if the event exists; the look after a conflict asks the leader.
+    existing = await _existing(evento_id, huella, deps, direct=True)
     if existing is not None:
         return existing
     try:
@@ -88,9 +92,9 @@ async def _crear(cmd: CrearEvento, evento_id: str, huella: str | None, deps: Wri
     return await _published(evento.id, data, seq, True, deps)
 
 
-async def _existing(evento_id: str, huella: str, deps: WriteDeps) -> EventoPublicado | None:
+async def _existing(evento_id: str, huella: str, deps: WriteDeps, direct: bool = False) -> EventoPublicado | None:
     """The event an earlier request with this key created, or None; 422 if that request was a different one."""
-    events, _ = await deps.log.load(evento_id)
+    events, _ = await deps.log.load(evento_id, direct=direct)
     created = next((e for e in events if e.type == contracts.EVENTO_CREADO), None)
     if created is None:
         return None

@@ -6,6 +6,7 @@ import re
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from eventflow.contracts import LIMITE_POR_USUARIO_PREDETERMINADO, MAX_POR_SOLICITUD_PREDETERMINADO, TOPE_POR_SOLICITUD
 from services.events.domain import CrearEvento, DatosInvalidos, Evento, FieldError, FiltroEventos, Seccion
 from services.events.text import normalize_category
 
@@ -14,6 +15,7 @@ MAX_ASIENTOS = 100_000  # seated events: every seat is a key somewhere, keep it 
 MAX_SECCIONES = 100
 MAX_PRECIO = Decimal("1000000")
 MAX_ANTICIPACION = timedelta(days=3650)
+MAX_LIMITE_POR_USUARIO = 1000
 LIMITES_TEXTO = {"nombre": (1, 200), "lugar": (1, 200), "descripcion": (0, 5000), "categoria": (1, 50)}
 # Letters, digits, "_" and inner spaces: no "-", so a seat id splits back into section and number.
 NOMBRE_SECCION = re.compile(r"^[^\W_][\w ]{0,29}$")
@@ -92,6 +94,23 @@ def _aforo(cmd: CrearEvento, secciones: tuple[Seccion, ...] | None, errors: list
     return cmd.aforo_total
 
 
+def _limites(cmd: CrearEvento, errors: list[FieldError]) -> tuple[int, int]:
+    """(limite_por_usuario, max_por_solicitud). The one not sent follows the one sent, so that they agree
+    (limite 4 -> max 4; max 20 -> limite 20); neither sent: the defaults. Only what was sent can be wrong."""
+    limite, maximo = cmd.limite_por_usuario, cmd.max_por_solicitud
+    if maximo is None:
+        maximo = MAX_POR_SOLICITUD_PREDETERMINADO if limite is None else min(limite, MAX_POR_SOLICITUD_PREDETERMINADO)
+    elif not 1 <= maximo <= TOPE_POR_SOLICITUD:
+        errors.append(FieldError("max_por_solicitud", f"must be 1 to {TOPE_POR_SOLICITUD}", "out_of_range"))
+    if limite is None:
+        limite = max(maximo, LIMITE_POR_USUARIO_PREDETERMINADO)
+    elif not 1 <= limite <= MAX_LIMITE_POR_USUARIO:
+        errors.append(FieldError("limite_por_usuario", f"must be 1 to {MAX_LIMITE_POR_USUARIO}", "out_of_range"))
+    if maximo > limite:  # only when both were sent: a derived value always agrees with the other
+        errors.append(FieldError("max_por_solicitud", "must not exceed limite_por_usuario", "above_limit"))
+    return limite, maximo
+
+
 def _fechas(cmd: CrearEvento, now: datetime, errors: list[FieldError]) -> tuple[datetime, datetime | None]:
     fecha = parse_instant(cmd.fecha, "fecha", errors)
     if fecha is not None and fecha <= now:
@@ -112,6 +131,7 @@ def nuevo_evento(cmd: CrearEvento, evento_id: str, now: datetime) -> Evento:
     precio = _precio_centimos(cmd.precio, errors)
     secciones = None if cmd.secciones is None else _secciones(cmd.secciones, errors)
     aforo = _aforo(cmd, secciones, errors)
+    limite, maximo = _limites(cmd, errors)
     if errors:
         raise DatosInvalidos(errors)
     return Evento(
@@ -125,6 +145,8 @@ def nuevo_evento(cmd: CrearEvento, evento_id: str, now: datetime) -> Evento:
         categoria=text["categoria"],
         secciones=secciones,
         venta_desde=venta_desde,
+        limite_por_usuario=limite,
+        max_por_solicitud=maximo,
     )
 
 

@@ -47,6 +47,8 @@ HUELLA = "huella"  # in the event only when the request carried an Idempotency-K
 
 
 class EventLog(Protocol):
+    """`load` reads the stream leader (EventStore's default), never a replica: "absent" deletes a data key."""
+
     async def append(self, aggregate_id: str, events: list[NewEvent], expected_version: int | None) -> int: ...
     async def load(self, aggregate_id: str) -> tuple[list[StoredEvent], int]: ...
 

@@ -13,6 +13,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from redis.asyncio import Redis
 
+from eventflow.claims import leader_reads
 from eventflow.crypto import FieldCipher, KeyRing
 from services.users.domain import PERSONAL_FIELDS
 
@@ -26,7 +27,7 @@ def cache_key(usuario_id: str) -> str:
 
 class DataKeys:
     def __init__(self, kv: KeyValue, redis: Redis, ring: KeyRing) -> None:
-        self.kv = kv
+        self.kv = leader_reads(kv)  # `create` seals with what it reads back: it must be the key that is stored
         self.redis = redis
         self.ring = ring
 

@@ -25,7 +25,7 @@ MAX_DELAY_S = 2.0
 class Reconciler:
     claims: UniquenessClaims
     data_keys: DataKeys
-    appeared: Callable[[str], Awaitable[bool]]
+    appeared: Callable[[str], Awaitable[bool]]  # asks the stream leader: a lagging replica's "no" would shred
     retry_for: float = RETRY_FOR_S
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 

@@ -30,7 +30,7 @@ def clave_de_solicitud(usuario_id: str) -> str:
 @dataclass
 class Unicidad:
     claims: UniquenessClaims
-    appeared: Callable[[str], Awaitable[bool]]  # did this user id reach the event log?
+    appeared: Callable[[str], Awaitable[bool]]  # did this user id reach the event log? (the leader says)
     stale_after: float = STALE_AFTER_S
 
     async def take(self, key: str, owner: str) -> Claim | None:

@@ -7,6 +7,7 @@ import pytest
 
 from eventflow.eventstore import ConcurrencyConflict, EventStore, NewEvent
 from eventflow.jetstream import StreamSpec, connect, ensure_stream
+from tests.utils.jetstream_spy import spying_on
 
 SPEC = StreamSpec("TESTEVENTS", "testevents")
 
@@ -61,3 +62,18 @@ async def test_retrying_an_append_with_the_same_event_id_stores_it_once(store):
 
 async def test_loading_an_unknown_aggregate_gives_nothing_and_version_zero(store):
     assert await store.load(uuid.uuid4().hex) == ([], 0)
+
+
+async def test_load_reads_the_stream_leader_unless_told_any_replica_may_answer(settings):
+    nc = await connect(settings.nats_url, "test-reads")
+    store = EventStore(nc.jetstream(), SPEC)
+    agg = uuid.uuid4().hex
+    await store.append(agg, [NewEvent("Creado", {"n": 1}), NewEvent("Cambiado", {"n": 2})], 0)
+    async with spying_on(settings.nats_url, SPEC.name) as spy:
+        from_leader = await store.load(agg)
+        leader, direct = await spy.reads_of(SPEC.subject(agg), sent_over=nc)
+        assert (len(leader), direct) == (3, [])  # two events, then "no next one"
+        assert await store.load(agg, direct=True) == from_leader
+        leader, direct = await spy.reads_of(SPEC.subject(agg), sent_over=nc)
+        assert (len(leader), len(direct)) == (3, 3)
+    await nc.drain()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
+
 from eventflow.contracts import EVENTO_CREADO, EventoCreadoData
-from eventflow.eventstore import EventStore
+from eventflow.eventstore import EventStore, NewEvent
 from eventflow.jetstream import EVENTOS
 from tests.events.helpers import evento_body, iso_in
 
@@ -19,6 +21,7 @@ async def test_create_answers_201_with_location_and_is_readable_at_once(client):
     assert doc["categoria"] == "musica"
     assert (doc["aforo_total"], doc["entradas_disponibles"]) == (100, 100)
     assert doc["secciones"] is None and doc["venta_desde"] is None
+    assert (doc["limite_por_usuario"], doc["max_por_solicitud"]) == (10, 10)
 
     read = await client.get(created.headers["location"])  # read-your-writes: no retry loop
     assert read.status_code == 200
@@ -38,7 +41,9 @@ async def test_the_log_holds_exactly_the_contract_payload(client, js):
     events, version = await EventStore(js, EVENTOS).load(evento_id)
     assert version == events[0].seq and [e.type for e in events] == [EVENTO_CREADO]
     data = events[0].data
-    assert set(data) == EventoCreadoData.__required_keys__  # no Idempotency-Key: no huella
+    # Every field but `huella` (no Idempotency-Key); the limits are NotRequired only for older events.
+    assert set(data) == EventoCreadoData.__required_keys__ | {"limite_por_usuario", "max_por_solicitud"}
+    assert EventoCreadoData.__optional_keys__ == {"huella", "limite_por_usuario", "max_por_solicitud"}
     assert data == {
         "nombre": "Concierto de prueba",
         "descripcion": "Una noche de música",
@@ -49,6 +54,8 @@ async def test_the_log_holds_exactly_the_contract_payload(client, js):
         "categoria": "musica",
         "secciones": [{"nombre": "Platea", "asientos": 3}, {"nombre": "VIP", "asientos": 2}],
         "venta_desde": body["venta_desde"].replace("Z", "+00:00"),
+        "limite_por_usuario": 10,
+        "max_por_solicitud": 10,
     }
     doc = (await client.get(f"/api/eventos/{evento_id}")).json()
     assert doc["secciones"] == [
@@ -79,10 +86,62 @@ async def test_every_broken_rule_is_a_422_with_field_errors_and_nothing_is_writt
         (evento_body(secciones=[{"nombre": "A-1", "asientos": 2}], aforo_total=None), {"secciones.0.nombre"}),
         (evento_body(venta_desde=iso_in(60)), {"venta_desde"}),
         (evento_body(fecha=iso_in(-1), precio=-1, aforo_total=-1), {"fecha", "precio", "aforo_total"}),
+        (evento_body(max_por_solicitud=51), {"max_por_solicitud"}),
+        (evento_body(limite_por_usuario=8, max_por_solicitud=10), {"max_por_solicitud"}),
+        (evento_body(limite_por_usuario=1001), {"limite_por_usuario"}),
     ]
     for body, fields in cases:
         assert_validation_problem(await client.post("/api/eventos", json=body), fields)
     assert await EventStore(js, EVENTOS).last_sequence() == before
+
+
+async def test_the_organizer_sets_the_purchase_limits_and_the_document_shows_them(client, js):
+    cases = [
+        ({"limite_por_usuario": 30, "max_por_solicitud": 25}, (30, 25)),
+        ({"limite_por_usuario": 4}, (4, 4)),  # the one not sent follows the one sent
+        ({"max_por_solicitud": 20}, (20, 20)),
+        ({"limite_por_usuario": None, "max_por_solicitud": None}, (10, 10)),  # null = not sent
+    ]
+    for limits, (limite, maximo) in cases:
+        created = await client.post("/api/eventos", json=evento_body(**limits))
+        assert created.status_code == 201, created.text
+        doc = created.json()
+        assert (doc["limite_por_usuario"], doc["max_por_solicitud"]) == (limite, maximo), limits
+        assert (await client.get(created.headers["location"])).json() == doc
+        events, _ = await EventStore(js, EVENTOS).load(doc["id"])
+        assert (events[0].data["limite_por_usuario"], events[0].data["max_por_solicitud"]) == (limite, maximo)
+        listed = await client.get("/api/eventos", params={"q": doc["nombre"], "limit": 100})
+        assert next(i for i in listed.json()["items"] if i["id"] == doc["id"]) == doc
+
+
+async def test_every_broken_limit_rule_is_listed_in_one_problem_and_nothing_is_written(client, js):
+    before = await EventStore(js, EVENTOS).last_sequence()
+    body = evento_body(limite_por_usuario=2000, max_por_solicitud=60, aforo_total=0)
+    response = await client.post("/api/eventos", json=body)
+    assert_validation_problem(response, {"limite_por_usuario", "max_por_solicitud", "aforo_total"})
+    both_wrong = evento_body(limite_por_usuario=30, max_por_solicitud=60)
+    codes = sorted(e["code"] for e in (await client.post("/api/eventos", json=both_wrong)).json()["errors"])
+    assert codes == ["above_limit", "out_of_range"]  # beyond the cap of 50, and above the buyer's limit
+    assert await EventStore(js, EVENTOS).last_sequence() == before
+
+
+async def test_an_event_created_before_the_limits_existed_shows_the_defaults(app, client, js):
+    evento_id = str(uuid.uuid4())
+    old_payload = {
+        "nombre": "Evento antiguo",
+        "descripcion": "",
+        "fecha": iso_in(30),
+        "lugar": "Teatro",
+        "aforo_total": 50,
+        "precio_centimos": 1000,
+        "categoria": "teatro",
+        "secciones": None,
+        "venta_desde": None,
+    }
+    seq = await EventStore(js, EVENTOS).append(evento_id, [NewEvent(EVENTO_CREADO, old_payload)], 0)
+    assert await app.state.runners[0].wait_for(seq, 10)
+    doc = (await client.get(f"/api/eventos/{evento_id}")).json()
+    assert (doc["limite_por_usuario"], doc["max_por_solicitud"]) == (10, 10)
 
 
 async def test_malformed_requests_are_422_in_the_same_shape(client):
@@ -91,6 +150,10 @@ async def test_malformed_requests_are_422_in_the_same_shape(client):
     assert_validation_problem(await client.post("/api/eventos", json=missing), {"nombre", "fecha"})
     assert_validation_problem(await client.post("/api/eventos", json=evento_body(aforo_total="many")), {"aforo_total"})
     assert_validation_problem(await client.post("/api/eventos", json=evento_body(precio="NaN")), {"precio"})
+    not_a_number = evento_body(limite_por_usuario="many", max_por_solicitud=2.5)
+    assert_validation_problem(
+        await client.post("/api/eventos", json=not_a_number), {"limite_por_usuario", "max_por_solicitud"}
+    )
     bad_section = evento_body(secciones=[{"nombre": "A"}])
     assert_validation_problem(await client.post("/api/eventos", json=bad_section), {"secciones.0.asientos"})
     not_json = await client.post("/api/eventos", content=b"{", headers={"content-type": "application/json"})

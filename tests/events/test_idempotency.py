@@ -64,3 +64,13 @@ async def test_without_a_key_every_request_creates_a_new_event(client):
     body = evento_body(nombre=unique("NoKey"))
     ids = {(await client.post("/api/eventos", json=body)).json()["id"] for _ in range(2)}
     assert len(ids) == 2
+
+
+async def test_the_purchase_limits_sent_are_part_of_the_request(client):
+    headers = key()
+    first = await client.post("/api/eventos", json=evento_body(limite_por_usuario=4), headers=headers)
+    again = await client.post("/api/eventos", json=evento_body(limite_por_usuario=4), headers=headers)
+    assert (first.status_code, again.status_code) == (201, 200) and again.json() == first.json()
+    assert (first.json()["limite_por_usuario"], first.json()["max_por_solicitud"]) == (4, 4)
+    other = await client.post("/api/eventos", json=evento_body(limite_por_usuario=5), headers=headers)
+    assert other.status_code == 422 and other.json()["type"] == "/problems/idempotency-key-reused"

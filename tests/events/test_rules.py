@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from services.events.domain import CrearEvento, DatosInvalidos, Seccion
-from services.events.rules import MAX_AFORO, filtro, nuevo_evento
+from services.events.rules import MAX_AFORO, MAX_LIMITE_POR_USUARIO, filtro, nuevo_evento
 from services.events.text import normalize_category, prefixes, query_words
 
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
@@ -111,6 +111,73 @@ def test_sections_derive_the_capacity_when_it_is_omitted():
 def test_broken_section_rules(overrides, field, code):
     values = {"aforo_total": None, "secciones": [Seccion("Platea", 3), Seccion("VIP", 2)], **overrides}
     assert broken(**values) == {field: code}
+
+
+def limites(**overrides) -> tuple[int, int]:
+    evento = nuevo_evento(command(**overrides), "e1", NOW)
+    return evento.limite_por_usuario, evento.max_por_solicitud
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({}, (10, 10)),  # the defaults agree: every request size allowed is also allowed per buyer
+        ({"limite_por_usuario": 4}, (4, 4)),  # a request may not ask for more than the buyer may hold
+        ({"limite_por_usuario": 100}, (100, 10)),
+        ({"max_por_solicitud": 20}, (20, 20)),
+        ({"max_por_solicitud": 5}, (10, 5)),
+        ({"limite_por_usuario": 30, "max_por_solicitud": 30}, (30, 30)),
+        ({"limite_por_usuario": MAX_LIMITE_POR_USUARIO, "max_por_solicitud": 50}, (1000, 50)),
+        ({"limite_por_usuario": 1, "max_por_solicitud": 1}, (1, 1)),
+    ],
+)
+def test_purchase_limits_default_consistently(overrides, expected):
+    limite, maximo = limites(**overrides)
+    assert (limite, maximo) == expected and 1 <= maximo <= limite
+
+
+@pytest.mark.parametrize(
+    ("overrides", "errors"),
+    [
+        ({"max_por_solicitud": 0}, [("max_por_solicitud", "out_of_range")]),
+        ({"max_por_solicitud": 51}, [("max_por_solicitud", "out_of_range")]),  # 50 seats per request, whatever
+        ({"limite_por_usuario": 0}, [("limite_por_usuario", "out_of_range")]),
+        ({"limite_por_usuario": 1001}, [("limite_por_usuario", "out_of_range")]),
+        ({"limite_por_usuario": 8, "max_por_solicitud": 10}, [("max_por_solicitud", "above_limit")]),
+        (
+            {"limite_por_usuario": 2000, "max_por_solicitud": 60},
+            [("max_por_solicitud", "out_of_range"), ("limite_por_usuario", "out_of_range")],
+        ),
+        (
+            {"limite_por_usuario": 30, "max_por_solicitud": 60},
+            [("max_por_solicitud", "out_of_range"), ("max_por_solicitud", "above_limit")],
+        ),
+    ],
+)
+def test_broken_purchase_limits_name_only_the_fields_sent(overrides, errors):
+    with pytest.raises(DatosInvalidos) as caught:
+        nuevo_evento(command(**overrides), "e1", NOW)
+    assert [(e.field, e.code) for e in caught.value.errors] == errors
+
+
+def test_purchase_limits_are_reported_with_every_other_broken_rule():
+    with pytest.raises(DatosInvalidos) as caught:
+        nuevo_evento(command(aforo_total=0, precio=Decimal("-1"), max_por_solicitud=51, limite_por_usuario=0), "e", NOW)
+    assert sorted((e.field, e.code) for e in caught.value.errors) == [
+        ("aforo_total", "out_of_range"),
+        ("limite_por_usuario", "out_of_range"),
+        ("max_por_solicitud", "above_limit"),
+        ("max_por_solicitud", "out_of_range"),
+        ("precio", "out_of_range"),
+    ]
+
+
+def test_limits_sent_are_part_of_the_request_fingerprint_and_absent_ones_are_not():
+    plain = command()
+    assert plain.huella() == "e6f76ca4b35545629c1e2916d642360f"  # as before the limits existed: retries still match
+    assert command(limite_por_usuario=None, max_por_solicitud=None).huella() == plain.huella()
+    assert command(limite_por_usuario=10).huella() != plain.huella()  # sent, even if equal to the default
+    assert command(max_por_solicitud=4).huella() != command(max_por_solicitud=5).huella()
 
 
 def test_listing_query_rules():
