@@ -48,8 +48,9 @@ typecheck: venv
 
 bench: venv         ## benchmarks; prints tables (see bench/)
 	$(PY) -m bench.reservations
+	$(PY) -m bench.inventory
 
-rebuild: venv       ## drop the Redis read models and rebuild them from the JetStream log (SERVICES="users events")
+rebuild: venv       ## rebuild the read models from the log into a new generation and switch (safe while running; SERVICES="users events")
 	$(PY) -m eventflow.rebuild $(SERVICES)
 
 clean:

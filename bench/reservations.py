@@ -191,7 +191,7 @@ async def make_buyers(session: aiohttp.ClientSession, users_url: str, n: int) ->
     return list(await asyncio.gather(*(one() for _ in range(n))))
 
 
-async def make_event(session: aiohttp.ClientSession, events_url: str, aforo: int) -> str:
+async def make_event(session: aiohttp.ClientSession, events_url: str, aforo: int, **extra: Any) -> str:
     body = {
         "nombre": f"Bench {uuid.uuid4().hex[:6]}",
         "descripcion": "benchmark",
@@ -200,8 +200,105 @@ async def make_event(session: aiohttp.ClientSession, events_url: str, aforo: int
         "aforo_total": aforo,
         "precio": 30.0,
         "categoria": "Musica",
+        **extra,
     }
     return str((await post(session, f"{events_url}/api/eventos", body))["id"])
+
+
+@dataclass
+class StadiumRow:
+    target: str
+    capacity: int
+    per_request: int
+    requests: int
+    sold: int
+    sell_out_s: float
+    rate_at_1: float  # confirmed reservations/s in the 2 s around 1 % sold
+    rate_at_95: float  # ... around 95 % sold
+    oversold: int
+
+    HEADERS = ("scenario", "via", "requests", "sold", "sell-out s", "confirmed/s at 1 %", "at 95 %", "oversold")
+
+    def cells(self) -> list[str]:
+        return [
+            f"stadium {self.capacity:,} GA, {self.per_request}/request",
+            self.target,
+            str(self.requests),
+            f"{self.sold:,}",
+            f"{self.sell_out_s:.1f}",
+            f"{self.rate_at_1:.0f}",
+            f"{self.rate_at_95:.0f}",
+            str(self.oversold),
+        ]
+
+
+def rate_around(
+    confirmations: list[tuple[float, int]], sold: float, started: float, half_window_s: float = 1.0
+) -> float:
+    """Confirmed reservations per second in the two seconds around the moment `sold` tickets were reached."""
+    crossing = next((t for t, count in confirmations if count >= sold), None)
+    if crossing is None:
+        return 0.0
+    low = max(started, crossing - half_window_s)
+    high = min(confirmations[-1][0], crossing + half_window_s)
+    inside = sum(1 for t, _ in confirmations if low <= t <= high)
+    return inside / (high - low) if high > low else 0.0
+
+
+async def run_stadium(
+    session: aiohttp.ClientSession,
+    target: str,
+    base_url: str,
+    events_url: str,
+    buyers: list[str],
+    capacity: int,
+    per_request: int,
+    inventory: JetStreamInventoryStore,
+) -> StadiumRow:
+    """Every buyer keeps buying `per_request` tickets until the event says sold out: a whole on-sale."""
+    evento = await make_event(session, events_url, capacity, limite_por_usuario=1000, max_por_solicitud=per_request)
+    confirmations: list[tuple[float, int]] = []
+    sold = 0
+    requests = 0
+
+    async def buyer(usuario: str) -> None:
+        nonlocal sold, requests
+        while True:
+            body = {"usuario_id": usuario, "evento_id": evento, "cantidad": per_request, "pago": CARD}
+            requests += 1
+            async with session.post(
+                f"{base_url}/api/reservar", json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
+            ) as resp:
+                doc = await resp.json(content_type=None)
+            if resp.status == 201 and doc.get("estado") == "confirmada":
+                sold += per_request
+                confirmations.append((time.perf_counter(), sold))
+            elif doc.get("motivo") in ("agotado", "limite_por_usuario"):
+                return
+
+    started = time.perf_counter()
+    await asyncio.gather(*(buyer(b) for b in buyers))
+    elapsed = time.perf_counter() - started
+    availability = await inventory.availability(evento)
+    return StadiumRow(
+        target,
+        capacity,
+        per_request,
+        requests,
+        availability.vendidas,
+        elapsed,
+        rate_around(confirmations, capacity * 0.01, started),
+        rate_around(confirmations, capacity * 0.95, started),
+        max(0, availability.vendidas + availability.retenidas - capacity),
+    )
+
+
+def stadium_table(rows: list[StadiumRow]) -> str:
+    cells = [list(StadiumRow.HEADERS), *(r.cells() for r in rows)]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(StadiumRow.HEADERS))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
 
 
 async def run_scenario(
@@ -260,7 +357,7 @@ async def run_scenario(
     )
 
 
-async def bench(args: argparse.Namespace) -> list[Row]:
+async def bench(args: argparse.Namespace) -> tuple[list[Row], list[StadiumRow]]:
     with_gateway = (ROOT / "services" / "gateway" / "main.py").exists() and not args.direct_only
     with tempfile.TemporaryDirectory(prefix="eventflow-bench-") as tmp:
         services = Services(Path(tmp), args.latency, not args.no_limit_precheck, args.processor_nats)
@@ -304,8 +401,22 @@ async def bench(args: argparse.Namespace) -> list[Row]:
                             inventory,
                         )
                     )
+                stadium: list[StadiumRow] = []
+                if args.stadium:
+                    stadium.append(
+                        await run_stadium(
+                            session,
+                            "direct",
+                            urls["reservations"],
+                            urls["events"],
+                            buyers,
+                            args.stadium,
+                            args.stadium_per_request,
+                            inventory,
+                        )
+                    )
                 await nc.drain()
-                return rows
+                return rows, stadium
         finally:
             services.stop()
 
@@ -325,9 +436,11 @@ def main() -> None:
     parser.add_argument(
         "--processor-nats", action="store_true", help="the payment simulator's ledger on its own nats-server"
     )
+    parser.add_argument("--stadium", type=int, default=100_000, help="tickets of the sell-out scenario (0: skip)")
+    parser.add_argument("--stadium-per-request", type=int, default=10, help="tickets per reservation in it")
     args = parser.parse_args()
     precheck = "off" if args.no_limit_precheck else "on"
-    rows = asyncio.run(bench(args))
+    rows, stadium = asyncio.run(bench(args))
     print()
     print(
         f"Settings: nats-server single node, JetStream file store, sync_interval: always; redis AOF everysec; "
@@ -339,6 +452,11 @@ def main() -> None:
     )
     print()
     print(table(rows))
+    if stadium:
+        print()
+        print(f"Sell-out: {args.buyers} buyers each buying {args.stadium_per_request} tickets until sold out.")
+        print()
+        print(stadium_table(stadium))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,32 @@ RESERVA_RECHAZADA = "ReservaRechazada"
 RESERVA_CANCELADA = "ReservaCancelada"
 
 
-class ReservaConfirmadaData(TypedDict):
+class PagoResumen(TypedDict):
+    marca: str | None  # "visa" | "mastercard" | "amex"
+    ultimos4: str | None  # truncated card number (PCI DSS allows it in clear); never the PAN, never the token
+
+
+class PasoHistorial(TypedDict):
+    paso: str
+    resultado: str
+    en: str
+    detalle: NotRequired[str]
+
+
+class ReservaTerminada(TypedDict):
+    """What every outcome event carries of the finished reservation (since the saga's own record is purged
+    once it is stored): enough to answer GET /api/reservas/{id}, recognise a repeated Idempotency-Key, and
+    refund on cancellation. Events written before these fields existed lack them (readers use .get)."""
+
+    estado: NotRequired[str]  # confirmada | rechazada | cancelada (motivo: in ReservaRechazada)
+    pago: NotRequired[PagoResumen]
+    autorizacion: NotRequired[str | None]  # the processor's authorization id (refunds)
+    huella: NotRequired[str]  # fingerprint of the request behind the Idempotency-Key (not personal data)
+    historial: NotRequired[list[PasoHistorial]]
+    creada_en: NotRequired[str]
+
+
+class ReservaConfirmadaData(ReservaTerminada):
     reserva_id: str
     usuario_id: str
     evento_id: str
@@ -61,16 +86,18 @@ class ReservaConfirmadaData(TypedDict):
     confirmada_en: str
 
 
-class ReservaRechazadaData(TypedDict):
+class ReservaRechazadaData(ReservaTerminada):
     reserva_id: str
     usuario_id: str
     evento_id: str
     cantidad: int
     motivo: str
     rechazada_en: str
+    importe_centimos: NotRequired[int]
+    asientos: NotRequired[list[str]]
 
 
-class ReservaCanceladaData(TypedDict):
+class ReservaCanceladaData(ReservaTerminada):
     reserva_id: str
     usuario_id: str
     evento_id: str
@@ -78,3 +105,4 @@ class ReservaCanceladaData(TypedDict):
     asientos: list[str]
     importe_reembolsado_centimos: int
     cancelada_en: str
+    importe_centimos: NotRequired[int]

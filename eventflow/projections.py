@@ -11,6 +11,11 @@ checkpoint is exactly one behind it. Consequences:
 - never stalled by one bad event: an event the projection keeps failing on (not a Redis outage, which is
   retried forever) is parked after a few attempts: logged at error level, listed with its reason under
   `proj:<name>:<stream>:parked`, counted in `runner.parked`, and the read model moves on.
+
+A runner either projects one fixed generation of its read model (a rebuild, a test) or follows its
+family's current generation (a service, `generation=`): then the pointer is WATCHed and read in the same
+commands as the checkpoint (no extra round trip), and a commit that finds it moved lands nowhere: the
+runner resubscribes in the new generation, from that generation's checkpoint (eventflow.generations).
 """
 
 from __future__ import annotations
@@ -30,41 +35,63 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, WatchError
 
 from eventflow.eventstore import StoredEvent
+from eventflow.generations import Generation, checkpoint_key, parse
 from eventflow.jetstream import StreamSpec
 
 log = logging.getLogger(__name__)
 
 # Attempts before an event that fails for a reason other than Redis is parked (see _park).
 POISON_ATTEMPTS = 3
+WATCHDOG_S = 2.0
 
 
 class Projection(Protocol):
-    """A read model. `apply` reads through `redis` and queues its writes on `tx` (a MULTI pipeline)."""
+    """One generation of a read model. `apply` reads through `redis` and queues its writes on `tx` (MULTI).
+
+    `family` names the read models that switch generation together; `key_patterns` match this
+    generation's keys only; `at(n)` is the same read model writing generation n's keys.
+    """
 
     name: str
+    family: str
+    generation: int
     key_patterns: tuple[str, ...]
+
+    def at(self, generation: int) -> Projection: ...
 
     async def apply(self, event: StoredEvent, redis: Redis, tx: Pipeline) -> None: ...
 
 
 class _Gap(Exception):
-    """The read model is behind the subscription (it was wiped or rebuilt): resubscribe from it."""
+    """The read model is behind the subscription (it was wiped or rebuilt), or its family switched generation:
+    resubscribe from the checkpoint of the generation to project now."""
 
 
 class ProjectionRunner:
-    def __init__(self, js: JetStreamContext, redis: Redis, stream: StreamSpec, projection: Projection) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        redis: Redis,
+        stream: StreamSpec,
+        projection: Projection,
+        generation: Generation | None = None,
+    ) -> None:
         self.js = js
         self.redis = redis
         self.stream = stream
-        self.projection = projection
-        self.checkpoint_key = f"proj:{projection.name}:{stream.name}"
-        self.parked_key = f"{self.checkpoint_key}:parked"
+        self.follows = generation
+        self._use(projection if generation is None else projection.at(generation.current))
         self.parked = 0
         self.position = 0
         self.stalled: str | None = None
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._tiebreak = itertools.count()
         self._task: asyncio.Task[None] | None = None
+
+    def _use(self, projection: Projection) -> None:
+        self.projection = projection
+        self.checkpoint_key = checkpoint_key(projection.name, self.stream.name, projection.generation)
+        self.parked_key = f"{self.checkpoint_key}:parked"
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -94,6 +121,9 @@ class ProjectionRunner:
                 await asyncio.sleep(1.0)
 
     async def _consume(self) -> None:
+        if self.follows and self.follows.current != self.projection.generation:
+            self._use(self.projection.at(self.follows.current))
+            self.position = 0  # this generation's own checkpoint says how far it is
         checkpoint = await self._checkpoint()
         self._advance(checkpoint)
         sub = await self.js.subscribe(
@@ -121,9 +151,12 @@ class ProjectionRunner:
             await sub.unsubscribe()
 
     async def _watch_for_wipe(self) -> None:
-        """Notice a wiped read model even when no new event arrives to reveal the gap."""
+        """Notice a wiped read model, or a switched generation, even when no new event arrives to reveal it."""
         while True:
-            await asyncio.sleep(2.0)
+            if self.follows is None:
+                await asyncio.sleep(WATCHDOG_S)
+            elif await self.follows.moved_from(self.projection.generation, WATCHDOG_S):
+                raise _Gap()
             if await self._checkpoint() < self.position:
                 self.position = 0
                 raise _Gap()
@@ -146,15 +179,20 @@ class ProjectionRunner:
                     return
                 await asyncio.sleep(0.1 * 2**failures)
 
-    async def _commit(self, seq: int, event: StoredEvent | None) -> bool:
-        """One WATCHed MULTI: the event's writes (or none, when parking) and the checkpoint move together.
+    async def _commit(self, seq: int, event: StoredEvent | None, parked: bytes | None = None) -> bool:
+        """One WATCHed MULTI: the event's writes (or its parked record) and the checkpoint move together.
 
         Returns False when another replica moved the checkpoint meanwhile (re-read and try again).
         """
+        watched = [self.checkpoint_key] if self.follows is None else [self.checkpoint_key, self.follows.pointer_key]
         async with self.redis.pipeline(transaction=True) as tx:
             try:
-                await tx.watch(self.checkpoint_key)
-                checkpoint = int(await tx.get(self.checkpoint_key) or 0)
+                await tx.watch(*watched)
+                values = await tx.mget(watched)
+                if self.follows and parse(values[1]) != self.projection.generation:
+                    await self.follows.refresh()
+                    raise _Gap()  # the family switched generation: this one is frozen, resubscribe in the new one
+                checkpoint = int(values[0] or 0)
                 if seq <= checkpoint:
                     self._advance(checkpoint)
                     return True
@@ -164,6 +202,8 @@ class ProjectionRunner:
                 tx.multi()
                 if event is not None:
                     await self.projection.apply(event, self.redis, tx)
+                if parked is not None:
+                    tx.rpush(self.parked_key, parked)
                 tx.set(self.checkpoint_key, seq)
                 await tx.execute()
                 self._advance(seq)
@@ -182,9 +222,8 @@ class ProjectionRunner:
             extra={"projection": self.checkpoint_key, "seq": seq, "error": f"{type(err).__name__}: {err}"},
         )
         record = orjson.dumps({"seq": seq, "subject": subject, "error": f"{type(err).__name__}: {err}"})
-        while not await self._commit(seq, None):
+        while not await self._commit(seq, None, record):
             pass
-        await self.redis.rpush(self.parked_key, record)
         self.parked += 1
 
     async def _first_seq(self) -> int:
@@ -216,9 +255,10 @@ class ProjectionRunner:
 
     # -- rebuild ---------------------------------------------------------------------------------
     async def reset(self) -> int:
-        """Delete the read model's keys and checkpoint; returns how many keys were removed."""
+        """Delete this generation's keys, parked list and checkpoint (last: it marks what is left); returns
+        how many keys were removed. Only for a generation nobody reads: a live one would serve the gap."""
         removed = 0
-        for pattern in (*self.projection.key_patterns, self.checkpoint_key, self.parked_key):
+        for pattern in (*self.projection.key_patterns, self.parked_key, self.checkpoint_key):
             batch: list[str] = []
             async for key in self.redis.scan_iter(match=pattern, count=1000):
                 batch.append(key)

@@ -11,10 +11,12 @@ from fastapi import FastAPI
 
 from eventflow.config import Settings
 from eventflow.eventstore import EventStore
+from eventflow.generations import Generation, ReadModelRedis
 from eventflow.jetstream import EVENTOS, RESERVAS, StreamSpec
-from eventflow.projections import Projection
+from eventflow.projections import Projection, ProjectionRunner
 from eventflow.runtime import Infrastructure
 from eventflow.web import create_app as create_base_app
+from services.events import keys
 from services.events.api import router
 from services.events.deps import Deps
 from services.events.handlers import WriteDeps
@@ -48,14 +50,20 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         # the sales projection subscribe before that service has ever started.
         infra = await Infrastructure.connect(settings, SERVICE, (EVENTOS, RESERVAS))
         holder["infra"] = infra
-        runners = [infra.project(stream, projection) for stream, projection in read_models()]
+        # Reads and projections follow the family's current generation, so `make rebuild` can run beside them.
+        generation = Generation(infra.redis, keys.FAMILY)
+        await generation.start()
+        runners = [ProjectionRunner(infra.js, infra.redis, s, p, generation) for s, p in read_models()]
+        infra.runners.extend(runners)
         write = WriteDeps(EventStore(infra.js, EVENTOS), runners[0], clock, settings.read_your_writes_timeout)
-        app.state.deps = Deps(write, infra.redis, cache_max_age)
+        app.state.deps = Deps(write, ReadModelRedis(infra.redis, generation), cache_max_age)
         app.state.runners = runners
+        app.state.generation = generation
         infra.start_projections()
         try:
             yield
         finally:
+            await generation.stop()
             await infra.close()
             holder.clear()
 

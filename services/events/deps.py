@@ -6,15 +6,15 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from redis.asyncio import Redis
 
+from eventflow.generations import ReadModelRedis
 from services.events.handlers import WriteDeps
 
 
 @dataclass(frozen=True)
 class Deps:
     write: WriteDeps
-    redis: Redis
+    redis: ReadModelRedis  # reads the events family's current generation
     cache_max_age: int
 
 

@@ -4,40 +4,62 @@
   scored by the event's date (epoch seconds): all events, one per category, one per name-word prefix.
 - stream RESERVAS -> `events:sales:<id>` (hash: `total` sold, `s:<section>` sold per section),
   `events:seats:<id>` (set of sold seat ids), `events:orders:<id>` (hash reserva_id -> what it took).
+
+Both belong to one family, `events`, and switch generation together: generation 3 has the same keys under
+`events:g3:` (eventflow.generations). Generation 0 is the plain layout above.
 """
 
 from __future__ import annotations
 
-PREFIX = "events"
-CATALOG_PATTERNS = (f"{PREFIX}:doc:*", f"{PREFIX}:idx:*")
-SALES_PATTERNS = (f"{PREFIX}:sales:*", f"{PREFIX}:seats:*", f"{PREFIX}:orders:*")
-BY_DATE = f"{PREFIX}:idx:date"
-SEARCH_SCRATCH = f"{PREFIX}:tmp:search"  # lives only inside one Lua call
+from dataclasses import dataclass
+from functools import cache
 
+from eventflow.generations import keyspace
 
-def doc(evento_id: str) -> str:
-    return f"{PREFIX}:doc:{evento_id}"
-
-
-def by_category(categoria: str) -> str:
-    return f"{PREFIX}:idx:cat:{categoria}"
-
-
-def by_prefix(prefix: str) -> str:
-    return f"{PREFIX}:idx:tok:{prefix}"
-
-
-def sales(evento_id: str) -> str:
-    return f"{PREFIX}:sales:{evento_id}"
-
-
-def seats(evento_id: str) -> str:
-    return f"{PREFIX}:seats:{evento_id}"
-
-
-def orders(evento_id: str) -> str:
-    return f"{PREFIX}:orders:{evento_id}"
-
-
+FAMILY = "events"
+SEARCH_SCRATCH = f"{FAMILY}:tmp:search"  # lives only inside one Lua call, whatever the generation
 SECTION_FIELD = "s:"
 TOTAL_FIELD = "total"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The keys of one generation of the events read models."""
+
+    generation: int
+    prefix: str
+
+    @property
+    def catalog_patterns(self) -> tuple[str, ...]:
+        return (f"{self.prefix}:doc:*", f"{self.prefix}:idx:*")
+
+    @property
+    def sales_patterns(self) -> tuple[str, ...]:
+        return (f"{self.prefix}:sales:*", f"{self.prefix}:seats:*", f"{self.prefix}:orders:*")
+
+    @property
+    def by_date(self) -> str:
+        return f"{self.prefix}:idx:date"
+
+    def doc(self, evento_id: str) -> str:
+        return f"{self.prefix}:doc:{evento_id}"
+
+    def by_category(self, categoria: str) -> str:
+        return f"{self.prefix}:idx:cat:{categoria}"
+
+    def by_prefix(self, prefix: str) -> str:
+        return f"{self.prefix}:idx:tok:{prefix}"
+
+    def sales(self, evento_id: str) -> str:
+        return f"{self.prefix}:sales:{evento_id}"
+
+    def seats(self, evento_id: str) -> str:
+        return f"{self.prefix}:seats:{evento_id}"
+
+    def orders(self, evento_id: str) -> str:
+        return f"{self.prefix}:orders:{evento_id}"
+
+
+@cache
+def at(generation: int) -> Keys:
+    return Keys(generation, keyspace(FAMILY, generation))

@@ -2,6 +2,7 @@
 
 The catalog (stream EVENTOS) and the sales (stream RESERVAS) write disjoint keys, so a sale projected
 before its event document (the two runners race) is simply waiting there when the document arrives.
+Each instance writes one generation's keys (`at(n)` for another one; see eventflow.generations).
 """
 
 from __future__ import annotations
@@ -26,7 +27,15 @@ class CatalogProjection:
     """EVENTOS -> the event document and the listing indexes (by date, by category, by name prefix)."""
 
     name: str = "events"
-    key_patterns: tuple[str, ...] = keys.CATALOG_PATTERNS
+    family: str = keys.FAMILY
+
+    def __init__(self, generation: int = 0) -> None:
+        self.generation = generation
+        self.keys = keys.at(generation)
+        self.key_patterns = self.keys.catalog_patterns
+
+    def at(self, generation: int) -> CatalogProjection:
+        return CatalogProjection(generation)
 
     async def apply(self, event: StoredEvent, redis: Redis, tx: Pipeline) -> None:
         if event.type != EVENTO_CREADO:
@@ -34,11 +43,11 @@ class CatalogProjection:
         doc = documento(event.aggregate_id, event.data)  # type: ignore[arg-type]
         score = date_score(doc["fecha"])
         member = {event.aggregate_id: score}
-        tx.set(keys.doc(event.aggregate_id), orjson.dumps(doc))
-        tx.zadd(keys.BY_DATE, member)
-        tx.zadd(keys.by_category(doc["categoria"]), member)
+        tx.set(self.keys.doc(event.aggregate_id), orjson.dumps(doc))
+        tx.zadd(self.keys.by_date, member)
+        tx.zadd(self.keys.by_category(doc["categoria"]), member)
         for prefix in sorted(prefixes(doc["nombre"])):
-            tx.zadd(keys.by_prefix(prefix), member)
+            tx.zadd(self.keys.by_prefix(prefix), member)
 
 
 class SalesProjection:
@@ -49,7 +58,15 @@ class SalesProjection:
     """
 
     name: str = "events-sales"
-    key_patterns: tuple[str, ...] = keys.SALES_PATTERNS
+    family: str = keys.FAMILY
+
+    def __init__(self, generation: int = 0) -> None:
+        self.generation = generation
+        self.keys = keys.at(generation)
+        self.key_patterns = self.keys.sales_patterns
+
+    def at(self, generation: int) -> SalesProjection:
+        return SalesProjection(generation)
 
     async def apply(self, event: StoredEvent, redis: Redis, tx: Pipeline) -> None:
         if event.type not in (RESERVA_CONFIRMADA, RESERVA_CANCELADA):
@@ -57,19 +74,20 @@ class SalesProjection:
         # A payload that breaks the contract raises here; the runner parks it (eventflow.projections).
         evento_id, reserva_id = str(event.data["evento_id"]), str(event.data["reserva_id"])
         taken = {"cantidad": int(event.data["cantidad"]), "asientos": [str(a) for a in event.data["asientos"]]}
-        previous = await redis.hget(keys.orders(evento_id), reserva_id)
+        orders = self.keys.orders(evento_id)
+        previous = await redis.hget(orders, reserva_id)
         if event.type == RESERVA_CONFIRMADA and previous is None:
-            tx.hset(keys.orders(evento_id), reserva_id, orjson.dumps(taken))
-            _count(tx, evento_id, taken, +1)
+            tx.hset(orders, reserva_id, orjson.dumps(taken))
+            _count(tx, self.keys, evento_id, taken, +1)
         elif event.type == RESERVA_CANCELADA and previous not in (None, CANCELLED):
-            tx.hset(keys.orders(evento_id), reserva_id, CANCELLED)
-            _count(tx, evento_id, orjson.loads(previous), -1)
+            tx.hset(orders, reserva_id, CANCELLED)
+            _count(tx, self.keys, evento_id, orjson.loads(previous), -1)
 
 
-def _count(tx: Pipeline, evento_id: str, taken: dict[str, Any], sign: int) -> None:
-    tx.hincrby(keys.sales(evento_id), keys.TOTAL_FIELD, sign * taken["cantidad"])
+def _count(tx: Pipeline, keyset: keys.Keys, evento_id: str, taken: dict[str, Any], sign: int) -> None:
+    tx.hincrby(keyset.sales(evento_id), keys.TOTAL_FIELD, sign * taken["cantidad"])
     seats: list[str] = taken["asientos"]
     for section, n in Counter(seat.rsplit("-", 1)[0] for seat in seats).items():
-        tx.hincrby(keys.sales(evento_id), keys.SECTION_FIELD + section, sign * n)
+        tx.hincrby(keyset.sales(evento_id), keys.SECTION_FIELD + section, sign * n)
     if seats:
-        (tx.sadd if sign > 0 else tx.srem)(keys.seats(evento_id), *seats)
+        (tx.sadd if sign > 0 else tx.srem)(keyset.seats(evento_id), *seats)

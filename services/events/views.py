@@ -1,4 +1,7 @@
-"""Reads, straight from the Redis read model (the AP side): never a scan, never the event log."""
+"""Reads, straight from the Redis read model (the AP side): never a scan, never the event log.
+
+The generation to read is the process's cached one (eventflow.generations.read_generation): no round trip.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from eventflow.generations import read_generation
 from services.events import keys
 from services.events.documents import with_availability
 from services.events.domain import FiltroEventos
@@ -33,39 +37,41 @@ return {total, ids}
 
 
 async def evento(redis: Redis, evento_id: str) -> dict[str, Any] | None:
+    keyset = keys.at(read_generation(redis))
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.get(keys.doc(evento_id))
-        pipe.hgetall(keys.sales(evento_id))
+        pipe.get(keyset.doc(evento_id))
+        pipe.hgetall(keyset.sales(evento_id))
         raw, sales = await pipe.execute()
     return None if raw is None else with_availability(orjson.loads(raw), sales)
 
 
-async def _documents(redis: Redis, ids: list[str]) -> list[dict[str, Any]]:
+async def _documents(redis: Redis, keyset: keys.Keys, ids: list[str]) -> list[dict[str, Any]]:
     if not ids:
         return []
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.mget([keys.doc(i) for i in ids])
+        pipe.mget([keyset.doc(i) for i in ids])
         for evento_id in ids:
-            pipe.hgetall(keys.sales(evento_id))
+            pipe.hgetall(keyset.sales(evento_id))
         raws, *sales = await pipe.execute()
     return [with_availability(orjson.loads(raw), s) for raw, s in zip(raws, sales, strict=True) if raw is not None]
 
 
-def _index_keys(filtro: FiltroEventos) -> list[str]:
+def _index_keys(keyset: keys.Keys, filtro: FiltroEventos) -> list[str]:
     """The sets to intersect: the category's and one per query word (all words must match)."""
-    sets = [keys.by_category(filtro.categoria)] if filtro.categoria else []
-    sets += [keys.by_prefix(word) for word in query_words(filtro.q or "")]
-    return sets or [keys.BY_DATE]
+    sets = [keyset.by_category(filtro.categoria)] if filtro.categoria else []
+    sets += [keyset.by_prefix(word) for word in query_words(filtro.q or "")]
+    return sets or [keyset.by_date]
 
 
 async def eventos(redis: Redis, filtro: FiltroEventos) -> dict[str, Any]:
+    keyset = keys.at(read_generation(redis))  # once: the page and its documents come from one generation
     low = "-inf" if filtro.desde is None else repr(filtro.desde.timestamp())
     high = "+inf" if filtro.hasta is None else repr(filtro.hasta.timestamp())
     page = redis.register_script(PAGE_SCRIPT)  # EVALSHA, falling back to EVAL once per server
     total, ids = await page(
-        keys=[keys.SEARCH_SCRATCH, *_index_keys(filtro)], args=[low, high, filtro.offset, filtro.limit]
+        keys=[keys.SEARCH_SCRATCH, *_index_keys(keyset, filtro)], args=[low, high, filtro.offset, filtro.limit]
     )
-    items = await _documents(redis, list(ids))
+    items = await _documents(redis, keyset, list(ids))
     end = filtro.offset + len(ids)
     return {
         "items": items,

@@ -11,14 +11,15 @@ from fastapi import FastAPI
 from eventflow.claims import UniquenessClaims
 from eventflow.config import Settings
 from eventflow.eventstore import EventStore
+from eventflow.generations import Generation, ReadModelRedis
 from eventflow.jetstream import RESERVAS, USUARIOS, StreamSpec, ensure_bucket
-from eventflow.projections import Projection
+from eventflow.projections import Projection, ProjectionRunner
 from eventflow.runtime import Infrastructure
 from eventflow.web import ReadyCheck
 from eventflow.web import create_app as create_web_app
 from services.users import api, handlers
 from services.users.privacy import KEYS_BUCKET, DataKeys
-from services.users.projections import HistorialProjection, UsuariosProjection
+from services.users.projections import FAMILY, HistorialProjection, UsuariosProjection
 from services.users.reconcile import Reconciler
 from services.users.unicidad import STALE_AFTER_S, Unicidad
 
@@ -38,15 +39,20 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         connected = await Infrastructure.connect(settings, "users", (USUARIOS, RESERVAS))
         infra.append(connected)
+        # Reads and projections follow the family's current generation, so `make rebuild` can run beside them.
+        generation = Generation(connected.redis, FAMILY)
         try:
-            app.state.deps = await _dependencies(connected, overrides)
-            app.state.redis = connected.redis
+            await generation.start()
+            app.state.deps = await _dependencies(connected, generation, overrides)
+            app.state.redis = ReadModelRedis(connected.redis, generation)
             app.state.runners = {r.projection.name: r for r in connected.runners}
+            app.state.generation = generation
             connected.start_projections()
             yield
         finally:
             if hasattr(app.state, "deps"):
                 await app.state.deps.reconciler.close()
+            await generation.stop()
             await connected.close()
             infra.clear()
 
@@ -63,7 +69,9 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
     return app
 
 
-async def _dependencies(infra: Infrastructure, overrides: dict[str, Any]) -> handlers.Dependencias:
+async def _dependencies(
+    infra: Infrastructure, generation: Generation, overrides: dict[str, Any]
+) -> handlers.Dependencias:
     settings = infra.settings
     store = EventStore(infra.js, USUARIOS)
     claims = UniquenessClaims(await ensure_bucket(infra.js, CLAIMS_BUCKET, settings.replicas))
@@ -76,7 +84,8 @@ async def _dependencies(infra: Infrastructure, overrides: dict[str, Any]) -> han
         return bool(events)
 
     data_keys = DataKeys(keys_kv, infra.redis, infra.key_ring())
-    runners = [infra.project(stream, projection) for stream, projection in read_models()]
+    runners = [ProjectionRunner(infra.js, infra.redis, s, p, generation) for s, p in read_models()]
+    infra.runners.extend(runners)
     deps = handlers.Dependencias(
         store=event_log,
         unicidad=Unicidad(claims, appeared, overrides.get("claim_stale_after", STALE_AFTER_S)),

@@ -3,6 +3,8 @@
 The two live in different keys so neither projection depends on the order between the two streams: a
 purchase may be projected before its buyer's document and the GET still joins them correctly.
 Personal fields stay sealed here; only the service, holding the data key, opens them.
+Both belong to the family `usuarios` and switch generation together: generation 3's keys are the same
+under `usuarios:g3:` (eventflow.generations). `usuarios:clave:<id>` (privacy.py) is a cache, in no generation.
 """
 
 from __future__ import annotations
@@ -15,32 +17,41 @@ from redis.asyncio.client import Pipeline
 
 from eventflow.contracts import RESERVA_CANCELADA, RESERVA_CONFIRMADA, USUARIO_REGISTRADO
 from eventflow.eventstore import StoredEvent
+from eventflow.generations import keyspace
 
+FAMILY = "usuarios"
 RECIENTES_MAX = 20
 
 
-def doc_key(usuario_id: str) -> str:
-    return f"usuarios:doc:{usuario_id}"
+def doc_key(usuario_id: str, generation: int = 0) -> str:
+    return f"{keyspace(FAMILY, generation)}:doc:{usuario_id}"
 
 
-def historial_key(usuario_id: str) -> str:
+def historial_key(usuario_id: str, generation: int = 0) -> str:
     """Hash reserva_id -> purchase (JSON): the full history."""
-    return f"usuarios:historial:{usuario_id}"
+    return f"{keyspace(FAMILY, generation)}:historial:{usuario_id}"
 
 
-def orden_key(usuario_id: str) -> str:
+def orden_key(usuario_id: str, generation: int = 0) -> str:
     """Sorted set reserva_id by stream sequence: the history's order, for paging."""
-    return f"usuarios:historial-orden:{usuario_id}"
+    return f"{keyspace(FAMILY, generation)}:historial-orden:{usuario_id}"
 
 
-def recientes_key(usuario_id: str) -> str:
+def recientes_key(usuario_id: str, generation: int = 0) -> str:
     """The last RECIENTES_MAX purchases, newest first, ready to embed in the user document."""
-    return f"usuarios:recientes:{usuario_id}"
+    return f"{keyspace(FAMILY, generation)}:recientes:{usuario_id}"
 
 
 class UsuariosProjection:
     name: str = "usuarios"
-    key_patterns: tuple[str, ...] = ("usuarios:doc:*",)
+    family: str = FAMILY
+
+    def __init__(self, generation: int = 0) -> None:
+        self.generation = generation
+        self.key_patterns: tuple[str, ...] = (doc_key("*", generation),)
+
+    def at(self, generation: int) -> UsuariosProjection:
+        return UsuariosProjection(generation)
 
     async def apply(self, event: StoredEvent, redis: Redis, tx: Pipeline) -> None:
         if event.type != USUARIO_REGISTRADO:
@@ -52,7 +63,7 @@ class UsuariosProjection:
             "cifrado": data["cifrado"],
             "registrado_en": data["registrado_en"],
         }
-        tx.set(doc_key(event.aggregate_id), orjson.dumps(doc))
+        tx.set(doc_key(event.aggregate_id, self.generation), orjson.dumps(doc))
 
 
 def compra(data: dict[str, Any]) -> dict[str, Any]:
@@ -79,31 +90,40 @@ def cancelada(previa: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
 
 class HistorialProjection:
     name: str = "usuarios-historial"
-    key_patterns: tuple[str, ...] = ("usuarios:historial:*", "usuarios:historial-orden:*", "usuarios:recientes:*")
+    family: str = FAMILY
+
+    def __init__(self, generation: int = 0) -> None:
+        self.generation = generation
+        keys = (historial_key, orden_key, recientes_key)
+        self.key_patterns: tuple[str, ...] = tuple(key("*", generation) for key in keys)
+
+    def at(self, generation: int) -> HistorialProjection:
+        return HistorialProjection(generation)
 
     async def apply(self, event: StoredEvent, redis: Redis, tx: Pipeline) -> None:
-        data = event.data
+        data, generation = event.data, self.generation
         if event.type == RESERVA_CONFIRMADA:
             entry = compra(data)
-            tx.zadd(orden_key(data["usuario_id"]), {entry["reserva_id"]: event.seq})
+            tx.zadd(orden_key(data["usuario_id"], generation), {entry["reserva_id"]: event.seq})
         elif event.type == RESERVA_CANCELADA:
-            stored = await redis.hget(historial_key(data["usuario_id"]), data["reserva_id"])
+            stored = await redis.hget(historial_key(data["usuario_id"], generation), data["reserva_id"])
             if stored is None:
                 return  # never confirmed: not a purchase
             entry = cancelada(orjson.loads(stored), data)
         else:
             return
         usuario_id = data["usuario_id"]
-        tx.hset(historial_key(usuario_id), entry["reserva_id"], orjson.dumps(entry))
-        await self._update_recientes(usuario_id, entry, redis, tx, new=event.type == RESERVA_CONFIRMADA)
+        tx.hset(historial_key(usuario_id, generation), entry["reserva_id"], orjson.dumps(entry))
+        key = recientes_key(usuario_id, generation)
+        await self._update_recientes(key, entry, redis, tx, new=event.type == RESERVA_CONFIRMADA)
 
     @staticmethod
-    async def _update_recientes(usuario_id: str, entry: dict[str, Any], redis: Redis, tx: Pipeline, new: bool) -> None:
+    async def _update_recientes(key: str, entry: dict[str, Any], redis: Redis, tx: Pipeline, new: bool) -> None:
         """Only this projection writes these keys and the runner serializes it, so read-modify-write is safe."""
-        raw = await redis.get(recientes_key(usuario_id))
+        raw = await redis.get(key)
         recientes: list[dict[str, Any]] = orjson.loads(raw) if raw else []
         if new:
             recientes = [entry, *(c for c in recientes if c["reserva_id"] != entry["reserva_id"])]
         else:
             recientes = [entry if c["reserva_id"] == entry["reserva_id"] else c for c in recientes]
-        tx.set(recientes_key(usuario_id), orjson.dumps(recientes[:RECIENTES_MAX]))
+        tx.set(key, orjson.dumps(recientes[:RECIENTES_MAX]))

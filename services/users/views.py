@@ -1,7 +1,8 @@
 """The read side: user documents and purchase histories, straight from the Redis read model.
 
 Eventually consistent (AP): a read sees every event its projection has applied; a client's own
-registration is there as soon as the POST answered (the write waits for its projection).
+registration is there as soon as the POST answered (the write waits for its projection). The generation
+read is the process's cached one (eventflow.generations.read_generation): no extra round trip.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from eventflow.generations import read_generation
 from services.users import projections as keys
 from services.users.domain import ClavesNoDisponibles, UsuarioNoEncontrado, es_id
 from services.users.privacy import DataKeys, cache_key, open_sealed
@@ -36,9 +38,10 @@ async def usuario(redis: Redis, data_keys: DataKeys, usuario_id: str) -> Lectura
     """The decrypted user with its recent purchases embedded; one Redis round trip when warm."""
     if not es_id(usuario_id):
         raise UsuarioNoEncontrado(usuario_id)
+    generation = read_generation(redis)
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.get(keys.doc_key(usuario_id))
-        pipe.get(keys.recientes_key(usuario_id))
+        pipe.get(keys.doc_key(usuario_id, generation))
+        pipe.get(keys.recientes_key(usuario_id, generation))
         pipe.get(cache_key(usuario_id))
         raw_doc, raw_recientes, wrapped = await pipe.execute()
     if raw_doc is None:
@@ -65,15 +68,15 @@ async def historial(redis: Redis, usuario_id: str, pagina: int, tamano: int) -> 
     """One page of the full purchase history, newest first."""
     if not es_id(usuario_id):
         raise UsuarioNoEncontrado(usuario_id)
-    start = (pagina - 1) * tamano
+    start, generation = (pagina - 1) * tamano, read_generation(redis)
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.exists(keys.doc_key(usuario_id))
-        pipe.zcard(keys.orden_key(usuario_id))
-        pipe.zrevrange(keys.orden_key(usuario_id), start, start + tamano - 1)
+        pipe.exists(keys.doc_key(usuario_id, generation))
+        pipe.zcard(keys.orden_key(usuario_id, generation))
+        pipe.zrevrange(keys.orden_key(usuario_id, generation), start, start + tamano - 1)
         exists, total, ids = await pipe.execute()
     if not exists:
         raise UsuarioNoEncontrado(usuario_id)
-    compras = await redis.hmget(keys.historial_key(usuario_id), ids) if ids else []
+    compras = await redis.hmget(keys.historial_key(usuario_id, generation), ids) if ids else []
     body = {
         "usuario_id": usuario_id,
         "pagina": pagina,

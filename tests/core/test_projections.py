@@ -4,47 +4,11 @@ import asyncio
 import uuid
 
 import orjson
-import pytest
 import redis.asyncio as aioredis
 
 from eventflow.eventstore import EventStore, NewEvent
-from eventflow.jetstream import StreamSpec, connect, ensure_stream
 from eventflow.projections import ProjectionRunner
-
-
-class Counter:
-    """Counts events per aggregate: applying any event twice would show as a wrong count."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.key_patterns = (f"{name}:*",)
-
-    async def apply(self, event, redis, tx):
-        current = int(await redis.hget(f"{self.name}:counts", event.aggregate_id) or 0)
-        tx.hset(f"{self.name}:counts", event.aggregate_id, current + 1)
-        tx.rpush(f"{self.name}:order", event.seq)
-
-
-@pytest.fixture
-async def js(settings):
-    nc = await connect(settings.nats_url, "test")
-    yield nc.jetstream()
-    await nc.drain()
-
-
-@pytest.fixture
-async def stream(js):
-    spec = StreamSpec(f"P{uuid.uuid4().hex[:8].upper()}", f"p{uuid.uuid4().hex[:8]}")
-    await ensure_stream(js, spec)
-    return spec
-
-
-async def append_many(js, spec, n, aggregates=3):
-    store = EventStore(js, spec)
-    seq = 0
-    for i in range(n):
-        seq = await store.append(f"a{i % aggregates}", [NewEvent("Tick", {"i": i})], None)
-    return seq
+from tests.core.counting import Counter, append_many
 
 
 async def test_applies_every_event_once_in_order_and_wakes_waiters(js, redis, stream):

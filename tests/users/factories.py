@@ -5,8 +5,10 @@ from __future__ import annotations
 import random
 import string
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
+from eventflow.contracts import ReservaCanceladaData, ReservaConfirmadaData
 from services.users.documentos import cedula_check_digit
 
 
@@ -34,3 +36,28 @@ def usuario(**overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
+
+
+def confirmada(usuario_id: str, n: int = 1, reserva_id: str | None = None) -> ReservaConfirmadaData:
+    """A purchase as the reservations service records it (eventflow.contracts)."""
+    return ReservaConfirmadaData(
+        reserva_id=reserva_id or str(uuid.uuid4()),
+        usuario_id=usuario_id,
+        evento_id=f"evento-{n}",
+        cantidad=1 + n % 3,
+        asientos=[],
+        importe_centimos=500 * n,
+        confirmada_en=datetime.now(UTC).isoformat(),
+    )
+
+
+def cancelada(compra: ReservaConfirmadaData) -> ReservaCanceladaData:
+    return ReservaCanceladaData(
+        reserva_id=compra["reserva_id"],
+        usuario_id=compra["usuario_id"],
+        evento_id=compra["evento_id"],
+        cantidad=compra["cantidad"],
+        asientos=compra["asientos"],
+        importe_reembolsado_centimos=compra["importe_centimos"],
+        cancelada_en=datetime.now(UTC).isoformat(),
+    )

@@ -58,7 +58,7 @@ async def test_drop_and_rebuild_gives_identical_documents(app, client, js, rds):
     await rds.delete(*dropped)
     assert (await client.get(f"/api/usuarios/{ids[0]}")).status_code == 404
 
-    # What `make rebuild` does, in-process (its CLI cancels every task of its loop when done).
+    # The replay a wiped Redis gets (`make rebuild` instead builds a new generation: test_rebuild_live.py).
     runners = [ProjectionRunner(js, rds, stream, projection) for stream, projection in read_models()]
     assert {r.checkpoint_key for r in runners} == {"proj:usuarios:USUARIOS", "proj:usuarios-historial:RESERVAS"}
     for runner in runners:
