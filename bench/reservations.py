@@ -29,6 +29,7 @@ import aiohttp
 from eventflow.jetstream import connect
 from eventflow.servers import ServerProcess, free_port, start_nats, start_redis
 from services.reservations.inventory_store import JetStreamInventoryStore
+from services.reservations.payments_sim import SimulatedPaymentGateway
 
 ROOT = Path(__file__).resolve().parent.parent
 CARD = {"numero_tarjeta": "4242424242424242", "vencimiento": "12/34", "cvc": "123"}
@@ -123,8 +124,10 @@ class Services:
             "EVENTFLOW_RATE_LIMIT_PER_S": "0",
             "EVENTFLOW_RESERVAS_PRECHECK_LIMITE": str(self.limit_precheck).lower(),
         }
+        self.ledger_url = nats.url
         if self.processor_nats:
             self.env["EVENTFLOW_PAYMENTS_NATS_URL"] = processor.url
+            self.ledger_url = processor.url
         names = ["users", "events", "reservations"] + (["gateway"] if with_gateway else [])
         for name in names:
             log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
@@ -216,8 +219,19 @@ class StadiumRow:
     rate_at_1: float  # confirmed reservations/s in the 2 s around 1 % sold
     rate_at_95: float  # ... around 95 % sold
     oversold: int
+    money_errors: int  # reservations breaking the ledger invariant (ledger_violations)
 
-    HEADERS = ("scenario", "via", "requests", "sold", "sell-out s", "confirmed/s at 1 %", "at 95 %", "oversold")
+    HEADERS = (
+        "scenario",
+        "via",
+        "requests",
+        "sold",
+        "sell-out s",
+        "confirmed/s at 1 %",
+        "at 95 %",
+        "oversold",
+        "money errors",
+    )
 
     def cells(self) -> list[str]:
         return [
@@ -229,6 +243,7 @@ class StadiumRow:
             f"{self.rate_at_1:.0f}",
             f"{self.rate_at_95:.0f}",
             str(self.oversold),
+            str(self.money_errors),
         ]
 
 
@@ -254,10 +269,12 @@ async def run_stadium(
     capacity: int,
     per_request: int,
     inventory: JetStreamInventoryStore,
+    ledger: SimulatedPaymentGateway,
 ) -> StadiumRow:
     """Every buyer keeps buying `per_request` tickets until the event says sold out: a whole on-sale."""
     evento = await make_event(session, events_url, capacity, limite_por_usuario=1000, max_por_solicitud=per_request)
     confirmations: list[tuple[float, int]] = []
+    outcomes: dict[str, str] = {}
     sold = 0
     requests = 0
 
@@ -270,6 +287,8 @@ async def run_stadium(
                 f"{base_url}/api/reservar", json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
             ) as resp:
                 doc = await resp.json(content_type=None)
+            if isinstance(doc, dict) and doc.get("id"):
+                outcomes[str(doc["id"])] = str(doc.get("estado"))
             if resp.status == 201 and doc.get("estado") == "confirmada":
                 sold += per_request
                 confirmations.append((time.perf_counter(), sold))
@@ -290,6 +309,7 @@ async def run_stadium(
         rate_around(confirmations, capacity * 0.01, started),
         rate_around(confirmations, capacity * 0.95, started),
         max(0, availability.vendidas + availability.retenidas - capacity),
+        await ledger_violations(ledger, outcomes),
     )
 
 
@@ -299,6 +319,23 @@ def stadium_table(rows: list[StadiumRow]) -> str:
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in cells]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
+
+
+async def ledger_violations(ledger: SimulatedPaymentGateway, outcomes: dict[str, str]) -> int:
+    """The money invariant, checked in the processor's ledger: a confirmed reservation has exactly one capture,
+    and no other reservation has a capture or an authorization still open."""
+    bad = 0
+    for reserva_id, estado in outcomes.items():
+        ops = await ledger.payments_for(reserva_id)
+        captures = sum(1 for op in ops if op["tipo"] == "capture")
+        open_auth = any(op["tipo"] == "authorize" and op.get("estado") in ("authorized", "captured") for op in ops)
+        if estado == "confirmada":
+            bad += captures != 1
+        else:
+            bad += captures != 0 or open_auth
+    if bad:
+        print(f"  {bad} reservations break the money invariant", file=sys.stderr)
+    return bad
 
 
 async def run_scenario(
@@ -311,10 +348,12 @@ async def run_scenario(
     per_buyer: int,
     capacity_each: int,
     inventory: JetStreamInventoryStore,
+    ledger: SimulatedPaymentGateway,
 ) -> Row:
     latencies: list[float] = []
     counts = {"confirmed": 0, "rejected": 0, "errors": 0}
     odd: Counter[str] = Counter()
+    outcomes: dict[str, str] = {}
 
     async def buyer(usuario: str) -> None:
         for _ in range(per_buyer):
@@ -331,6 +370,8 @@ async def run_scenario(
                 odd[type(err).__name__] += 1
                 continue
             latencies.append((time.perf_counter() - started) * 1000)
+            if isinstance(doc, dict) and doc.get("id"):
+                outcomes[str(doc["id"])] = str(doc.get("estado"))
             if status == 201 and doc.get("estado") == "confirmada":
                 counts["confirmed"] += 1
             elif status in (201, 409):
@@ -352,6 +393,7 @@ async def run_scenario(
         print(f"  {name} via {target}: unexpected answers {dict(odd)}", file=sys.stderr)
     if sold != counts["confirmed"]:
         counts["errors"] += abs(sold - counts["confirmed"])  # a confirmation the client never saw
+    counts["errors"] += await ledger_violations(ledger, outcomes)
     return Row(
         name, target, len(buyers) * per_buyer, **counts, elapsed_s=elapsed, latencies_ms=latencies, oversold=oversold
     )
@@ -370,6 +412,8 @@ async def bench(args: argparse.Namespace) -> tuple[list[Row], list[StadiumRow]]:
                     await wait_ready(session, url)
                 nc = await connect(services.nats_url, "bench")
                 inventory = await JetStreamInventoryStore.create(nc.jetstream(timeout=10))
+                ledger_nc = await connect(services.ledger_url, "bench-ledger")
+                ledger = SimulatedPaymentGateway(ledger_nc.jetstream(timeout=10))
                 buyers = await make_buyers(session, urls["users"], args.buyers)
                 targets = {"direct": urls["reservations"]}
                 if with_gateway:
@@ -378,12 +422,23 @@ async def bench(args: argparse.Namespace) -> tuple[list[Row], list[StadiumRow]]:
                 rows: list[Row] = []
                 for target, base in targets.items():
                     warm = await make_event(session, urls["events"], 10_000)
-                    await run_scenario(session, "warm-up", target, base, buyers[:50], [warm], 1, 10_000, inventory)
+                    await run_scenario(
+                        session, "warm-up", target, base, buyers[:50], [warm], 1, 10_000, inventory, ledger
+                    )
                     hot_capacity = int(total * 0.8)  # over-demand: 20 % must be refused, none oversold
                     hot = await make_event(session, urls["events"], hot_capacity)
                     rows.append(
                         await run_scenario(
-                            session, "1 hot event", target, base, buyers, [hot], args.per_buyer, hot_capacity, inventory
+                            session,
+                            "1 hot event",
+                            target,
+                            base,
+                            buyers,
+                            [hot],
+                            args.per_buyer,
+                            hot_capacity,
+                            inventory,
+                            ledger,
                         )
                     )
                     per_event = max(1, int(total * 0.8 / args.events))
@@ -399,6 +454,7 @@ async def bench(args: argparse.Namespace) -> tuple[list[Row], list[StadiumRow]]:
                             args.per_buyer,
                             per_event,
                             inventory,
+                            ledger,
                         )
                     )
                 stadium: list[StadiumRow] = []
@@ -413,9 +469,11 @@ async def bench(args: argparse.Namespace) -> tuple[list[Row], list[StadiumRow]]:
                             args.stadium,
                             args.stadium_per_request,
                             inventory,
+                            ledger,
                         )
                     )
                 await nc.drain()
+                await ledger_nc.drain()
                 return rows, stadium
         finally:
             services.stop()

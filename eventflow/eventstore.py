@@ -125,10 +125,13 @@ class EventStore:
         - leader: users `_compensate` and the reconciliation's `appeared` (they delete the data key and free
           the claims), the claim take-over's `appeared` (it gives a live user's email away), users
           `_existing` (a stale "absent" after a conflict would refuse the client's own retry), events
-          `_existing` after a conflict, `ReservationArchive.get` (answers GET /api/reservas as the truth),
+          `_existing` after a conflict, `ReservationArchive.get` (by `last`; answers GET /api/reservas as the
+          truth, and catches a twin reservation after its create),
           the inventory's `_from_event` and the saga's `_append_once` (rare: once per event / on a retry).
         - direct: events `_existing` before creating: "absent" only sends it to an append with expected
-          version 0, which the leader refuses if the event exists, and the lookup after it reads the leader.
+          version 0, which the leader refuses if the event exists, and the lookup after it reads the leader;
+          the reservations' look for a repeated Idempotency-Key before the chain runs (`last`): "absent" only
+          runs the chain, and the look after the saga's create reads the leader.
         """
         subject = self.spec.subject(aggregate_id)
         events: list[StoredEvent] = []
@@ -143,6 +146,17 @@ class EventStore:
             events.append(StoredEvent.decode(self.spec.name, msg.seq, msg.subject or subject, msg.data))
             seq = msg.seq + 1
         return events, (events[-1].seq if events else 0)
+
+    async def last(self, aggregate_id: str, *, direct: bool = False) -> StoredEvent | None:
+        """The aggregate's latest event in one request (None when it has none); `direct` as for `load`."""
+        subject = self.spec.subject(aggregate_id)
+        try:
+            msg = await self.js.get_msg(self.spec.name, subject=subject, direct=direct)
+        except NotFoundError:
+            return None
+        if msg.data is None or not msg.seq:
+            return None
+        return StoredEvent.decode(self.spec.name, msg.seq, msg.subject or subject, msg.data)
 
     async def last_sequence(self) -> int:
         info = await self.js.stream_info(self.spec.name)

@@ -58,7 +58,7 @@ def nueva_saga(cmd: ReservarEntradas, solicitud: Solicitud) -> Saga:
 
 async def reservar(cmd: ReservarEntradas, deps: Deps) -> tuple[Saga, bool]:
     """Returns (saga, created). Nothing is held or charged before the chain passes."""
-    existing = await _find(cmd.reserva_id, deps)
+    existing = await _find(cmd.reserva_id, deps, direct=True)  # "absent" is checked on the leader after the create
     if existing is not None:
         return _same_request(existing, cmd), False
     solicitud = await deps.cadena.manejar(Solicitud(cmd))
@@ -96,11 +96,11 @@ def _outcome_pending(saga: Saga) -> Estado | None:
     return None
 
 
-async def _find(reserva_id: str, deps: Deps) -> Saga | None:
+async def _find(reserva_id: str, deps: Deps, *, direct: bool = False) -> Saga | None:
     """The reservation as it stands: the saga in flight, unless the outcome it was about to store is stored."""
     saga = await deps.store.get(reserva_id)
     if saga is None:
-        return await deps.archivo.get(reserva_id)
+        return await deps.archivo.get(reserva_id, direct=direct)
     if (pending := _outcome_pending(saga)) is None:
         return saga
     archived = await deps.archivo.get(reserva_id)

@@ -157,14 +157,15 @@ class JetStreamInventoryStore:
         `reciente=True` is for fail-fast pre-checks that are never the authority: it answers from the state
         this process last committed for the event when it has one (one hot event would otherwise re-read and
         parse its whole document on every request: half the service's CPU, measured with py-spy).
-        `por_usuario` comes from the user's quota key (0 without one), always read from the leader.
+        `por_usuario` comes from the user's quota key (0 without one): from the leader, or with `reciente` as
+        this process last knew it (0 if it never saw the key: the hold's compare-and-set decides).
         """
         _check_key(evento_id)
         if usuario_id is None:
             state = await self._state_for_read(evento_id, reciente)
             return state.availability(evento_id, self.clock())
         state, mine = await asyncio.gather(
-            self._state_for_read(evento_id, reciente), self.quotas.total(evento_id, usuario_id)
+            self._state_for_read(evento_id, reciente), self.quotas.total(evento_id, usuario_id, reciente=reciente)
         )
         return state.availability(evento_id, self.clock(), mine)
 

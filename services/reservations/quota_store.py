@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -66,9 +67,16 @@ class QuotaStats:
 
 
 class JetStreamQuotaStore:
-    def __init__(self, js: JetStreamContext, kv: KeyValue, *, retry_for_s: float = RETRY_FOR_S) -> None:
-        self.js, self.kv, self.retry_for_s = js, kv, retry_for_s
+    """Remembers, per key, the state and revision this process last read or wrote: the next change starts its
+    compare-and-set from there (no read when nobody else wrote since; a conflict reloads from the leader), and a
+    key never seen is first tried as a create. So a user's first purchase in an event costs one write, no read."""
+
+    def __init__(
+        self, js: JetStreamContext, kv: KeyValue, *, retry_for_s: float = RETRY_FOR_S, cache_size: int = 10_000
+    ) -> None:
+        self.js, self.kv, self.retry_for_s, self.cache_size = js, kv, retry_for_s, cache_size
         self.stats = QuotaStats()
+        self._known: OrderedDict[str, tuple[bytes, int] | None] = OrderedDict()
 
     @classmethod
     async def create(cls, js: JetStreamContext, *, replicas: int = 1, **options: Any) -> JetStreamQuotaStore:
@@ -87,8 +95,10 @@ class JetStreamQuotaStore:
     async def give_back(self, evento_id: str, usuario_id: str, reserva_id: str) -> None:
         await self._change(quota_key(evento_id, usuario_id), lambda quota: (None, quota.give_back(reserva_id)))
 
-    async def total(self, evento_id: str, usuario_id: str) -> int:
-        found = await read_latest(self.js, BUCKET, quota_key(evento_id, usuario_id))
+    async def total(self, evento_id: str, usuario_id: str, *, reciente: bool = False) -> int:
+        """The user's tickets in the event; `reciente`: as this process last knew it (a pre-check, no read)."""
+        key = quota_key(evento_id, usuario_id)
+        found = self._known.get(key) if reciente else await read_latest(self.js, BUCKET, key)
         return UserQuota.from_json(found[0]).total if found else 0
 
     async def _change(self, key: str, change: Callable[[UserQuota], tuple[T, bool]]) -> T:
@@ -98,23 +108,34 @@ class JetStreamQuotaStore:
         deadline = loop.time() + self.retry_for_s
 
         async def attempt() -> T:
+            found, verified = self._known.get(key), False  # a guess: a CAS write checks it, nothing else does
             while True:
-                found = await read_latest(self.js, BUCKET, key)
                 quota = UserQuota.from_json(found[0]) if found else UserQuota()
                 result, changed = change(quota)
-                if not changed:
+                if not changed and verified:
                     return result
+                if not changed:  # "nothing to do" decided on a guess: make sure, from the leader
+                    found, verified = await read_latest(self.js, BUCKET, key), True
+                    self._remember(key, found)
+                    continue
+                value = quota.to_json()
                 try:
                     if found:
-                        await self.kv.update(key, quota.to_json(), last=found[1])
+                        revision = await self.kv.update(key, value, last=found[1])
                     else:
-                        await self.kv.create(key, quota.to_json())
+                        revision = await self.kv.create(key, value)
                 except KeyWrongLastSequenceError:
                     self.stats.conflicts += 1
                     if loop.time() > deadline:
                         raise InventarioNoDisponible("too much contention on this user's quota; retry") from None
+                    found, verified = await read_latest(self.js, BUCKET, key), True
+                    self._remember(key, found)
                     continue
+                except BaseException:
+                    self._known.pop(key, None)  # an ambiguous write: what is stored is unknown now
+                    raise
                 self.stats.writes += 1
+                self._remember(key, (value, revision))
                 return result
 
         try:
@@ -123,3 +144,9 @@ class JetStreamQuotaStore:
             if is_transient(err):
                 raise InventarioNoDisponible("the quota store is not answering; retry") from err
             raise
+
+    def _remember(self, key: str, found: tuple[bytes, int] | None) -> None:
+        self._known[key] = found
+        self._known.move_to_end(key)
+        while len(self._known) > self.cache_size:
+            self._known.popitem(last=False)

@@ -152,10 +152,10 @@ class ReservationArchive:
     def __init__(self, reservas: EventStore) -> None:
         self.reservas = reservas
 
-    async def get(self, reserva_id: str) -> Saga | None:
-        events, _ = await self.reservas.load(reserva_id)
-        outcomes = [e for e in events if e.type in OUTCOMES]
-        if not outcomes:
+    async def get(self, reserva_id: str, *, direct: bool = False) -> Saga | None:
+        """The reservation as its last outcome event left it (every event of a reservation is an outcome).
+        `direct`: any replica may answer, for looks whose "absent" is checked again on the leader later."""
+        last = await self.reservas.last(reserva_id, direct=direct)
+        if last is None or last.type not in OUTCOMES:
             return None
-        last = outcomes[-1]
         return Saga.desde_resultado({**last.data, "estado": OUTCOMES[last.type].value}, last.occurred_at)

@@ -106,6 +106,10 @@ class MemoryEventStore:
         stream = self.streams.get(aggregate_id, [])
         return list(stream), len(stream)
 
+    async def last(self, aggregate_id: str, *, direct: bool = False) -> _Stored | None:
+        stream = self.streams.get(aggregate_id, [])
+        return stream[-1] if stream else None
+
     def ids(self, aggregate_id: str) -> list[str]:
         return [e.id for e in self.streams.get(aggregate_id, [])]
 
