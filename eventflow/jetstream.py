@@ -66,12 +66,15 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, replicas: int = 
             await js.stream_info(spec.name)  # another replica created it first
 
 
-async def ensure_bucket(js: JetStreamContext, bucket: str, replicas: int = 1, history: int = 1) -> KeyValue:
+async def ensure_bucket(
+    js: JetStreamContext, bucket: str, replicas: int = 1, history: int = 1, ttl_s: float | None = None
+) -> KeyValue:
+    """`ttl_s`: every value expires that long after it was written (None: never)."""
     try:
         return await js.key_value(bucket)
     except Exception:  # BucketNotFoundError; nats-py raises several kinds here
         return await js.create_key_value(
-            KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE, replicas=replicas)
+            KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE, replicas=replicas, ttl=ttl_s)
         )
 
 

@@ -14,7 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from eventflow.servers import ServerProcess, port_open, start_nats, start_redis
-from eventflow.system import ROOT, SECRETS, STOP_TIMEOUT_S, Layout, ready, system_env, tail, write_state
+from eventflow.system import (
+    ADMIN,
+    ROOT,
+    SECRETS,
+    STOP_TIMEOUT_S,
+    Layout,
+    ready,
+    secrets_file,
+    service_env,
+    system_env,
+    tail,
+    write_state,
+)
 
 
 @dataclass
@@ -119,12 +131,13 @@ class Supervisor:
             raise Failed(f"{name}-server did not start: {err}", Child(name, "", log_path)) from None
 
     def _start_services(self) -> None:
-        base = {**self.env, **system_env(self.env), "PYTHONUNBUFFERED": "1"}
+        system = system_env(self.env)
+        base = {k: v for k, v in self.env.items() if k not in (*SECRETS, *ADMIN)}
+        self.state["admin_email"] = system.get("EVENTFLOW_ADMIN_EMAIL")
+        generated = not self.env.get("EVENTFLOW_ADMIN_PASSWORD")
+        self.state["admin_password_in"] = str(secrets_file(self.layout.var_dir)) if generated else None
         for name, port in self.layout.ports.items():
-            env = dict(base)
-            if name == "gateway":  # least privilege: the gateway never decrypts personal data
-                for secret in SECRETS:
-                    env.pop(secret, None)
+            env = {**base, **service_env(name, system), "PYTHONUNBUFFERED": "1"}  # each its own secrets only
             if name == "reservations":  # stable across restarts, so a restarted process resumes its sagas at once
                 env.setdefault("EVENTFLOW_RESERVAS_INSTANCIA", f"reservations@{socket.gethostname()}:{port}")
             module = f"services.{name}.main"
@@ -196,7 +209,11 @@ def summary(state: Mapping[str, Any]) -> str:
         if entry["name"] in ("nats", "redis"):
             note = "  (external)" if entry["external"] else f"  data: {Path(state['var_dir']) / entry['name']}"
         lines.append(f"  {entry['name']:<13} {entry['url']}{note}")
-    lines += [f"  {'logs':<13} {Path(state['var_dir']) / 'log'}/", ""]
+    lines += [f"  {'logs':<13} {Path(state['var_dir']) / 'log'}/"]
+    if state.get("admin_email"):
+        where = state.get("admin_password_in") or "EVENTFLOW_ADMIN_PASSWORD"
+        lines.append(f"  {'admin':<13} {state['admin_email']} (password in {where})")
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -7,8 +7,11 @@ same servers with the same keys.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import http.client
 import os
+import secrets
 import signal
 import time
 from collections.abc import Mapping
@@ -24,7 +27,18 @@ from eventflow.servers import url_listening
 ROOT = Path(__file__).resolve().parents[1]
 # Start order; stopping goes the other way. The gateway starts last: it is ready once its upstreams are.
 SERVICES = {"users": 8001, "events": 8002, "reservations": 8003, "gateway": 8080}
-SECRETS = ("EVENTFLOW_MASTER_KEY", "EVENTFLOW_PSEUDONYM_KEY")
+SECRETS = ("EVENTFLOW_MASTER_KEY", "EVENTFLOW_PSEUDONYM_KEY", "EVENTFLOW_SERVICE_KEY")
+ADMIN = ("EVENTFLOW_ADMIN_EMAIL", "EVENTFLOW_ADMIN_PASSWORD")
+LOCAL_ADMIN_EMAIL = "admin@eventflow.local"
+# Who gets which secret (least privilege): the gateway decrypts nothing and signs nothing; only the users service
+# (the token issuer) holds the service key and the first admin's credentials; every other service gets its own
+# client credential, derived from the service key, and nothing that would let it pose as another.
+SERVICE_SECRETS = {
+    "users": ("EVENTFLOW_MASTER_KEY", "EVENTFLOW_PSEUDONYM_KEY", "EVENTFLOW_SERVICE_KEY", *ADMIN),
+    "events": ("EVENTFLOW_MASTER_KEY", "EVENTFLOW_PSEUDONYM_KEY"),
+    "reservations": ("EVENTFLOW_MASTER_KEY", "EVENTFLOW_PSEUDONYM_KEY"),
+    "gateway": (),
+}
 STOP_TIMEOUT_S = 10.0
 
 
@@ -75,28 +89,60 @@ class Layout:
         return f"http://127.0.0.1:{self.ports.get(service, default)}"
 
 
+def secrets_file(var_dir: Path) -> Path:
+    return var_dir / "secrets.env"
+
+
 def load_secrets(var_dir: Path, env: Mapping[str, str]) -> dict[str, str]:
     """Keys from the environment win; the others are made once into `secrets.env` (0600) and reused.
 
-    Losing that file makes every stored personal datum unreadable: back it up with `var/nats`.
+    Losing that file makes every stored personal datum unreadable: back it up with `var/nats`. The first
+    admin comes from EVENTFLOW_ADMIN_EMAIL and EVENTFLOW_ADMIN_PASSWORD; with neither set, a local admin
+    (LOCAL_ADMIN_EMAIL) gets a generated password, kept in the same file.
     """
-    path = var_dir / "secrets.env"
+    given = [name for name in ADMIN if env.get(name)]
+    if len(given) == 1:
+        raise ValueError(f"{given[0]} is set without its pair: set both EVENTFLOW_ADMIN_EMAIL and _PASSWORD")
+    path = secrets_file(var_dir)
     stored: dict[str, str] = {}
     if path.exists():
         for line in path.read_text().splitlines():
             name, sep, value = line.partition("=")
-            if sep and name.strip() in SECRETS:
+            if sep and name.strip() in (*SECRETS, *ADMIN):
                 stored[name.strip()] = value.strip()
-    missing = [name for name in SECRETS if not env.get(name) and not stored.get(name)]
+    wanted = [*SECRETS] + ([] if given else list(ADMIN))
+    missing = [name for name in wanted if not env.get(name) and not stored.get(name)]
     if missing:
-        stored.update({name: base64.b64encode(os.urandom(32)).decode() for name in missing})
+        fresh = {name: base64.b64encode(os.urandom(32)).decode() for name in missing if name in SECRETS}
+        if "EVENTFLOW_ADMIN_EMAIL" in missing:
+            fresh["EVENTFLOW_ADMIN_EMAIL"] = LOCAL_ADMIN_EMAIL
+        if "EVENTFLOW_ADMIN_PASSWORD" in missing:
+            fresh["EVENTFLOW_ADMIN_PASSWORD"] = secrets.token_urlsafe(18)
+        stored.update(fresh)
         var_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write("".join(f"{name}={value}\n" for name, value in stored.items()))
         os.replace(tmp, path)
-    return {name: env.get(name) or stored[name] for name in SECRETS}
+    return {name: env.get(name) or stored[name] for name in wanted} | {name: env[name] for name in given}
+
+
+def client_secret(service_key: str, client_id: str) -> str:
+    """A service's own credential for the token endpoint (client credentials): derived, so only the issuer,
+    which holds the service key, can check it, and each service holds only its own."""
+    digest = hmac.new(base64.b64decode(service_key), f"client:{client_id}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def service_env(service: str, system: Mapping[str, str]) -> dict[str, str]:
+    """What one service of the system gets: its own secrets only (SERVICE_SECRETS) and its client credential."""
+    env = {name: value for name, value in system.items() if name not in (*SECRETS, *ADMIN)}
+    env.update({name: system[name] for name in SERVICE_SECRETS.get(service, ()) if name in system})
+    if service != "users" and "EVENTFLOW_SERVICE_KEY" in system:
+        env["EVENTFLOW_CLIENT_ID"] = service
+        env["EVENTFLOW_CLIENT_SECRET"] = client_secret(system["EVENTFLOW_SERVICE_KEY"], service)
+    return env
 
 
 def system_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
