@@ -44,6 +44,48 @@ class Settings(BaseSettings):
     read_your_writes_timeout: float = Field(default=2.0, ge=0)
     log_level: str = "INFO"
 
+    # Tokens (eventflow.auth): ours are ES256 JWTs issued by the users service, at most 15 minutes long.
+    auth_issuer: str = "https://eventflow.local"
+    auth_audience: str = "eventflow"
+    access_token_ttl_s: int = Field(default=900, ge=30, le=900)
+    signing_key_rotation_s: float = Field(default=86_400.0, ge=60)
+    # This service's own credential for calls to the others (client credentials at the token endpoint).
+    client_id: str | None = None
+    client_secret: str | None = Field(default=None, repr=False)
+    # An external OpenID Connect provider whose tokens are accepted too (Keycloak, Auth0, ...): its issuer,
+    # audience, JWKS (default: discovered from the issuer), the claim holding its roles ("realm_access.roles"
+    # for Keycloak) and how its role names map to ours ("door:control,organizer:organizador").
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_roles_claim: str = "roles"
+    oidc_role_map: str = ""
+
+    # The users service only (the token issuer): the key that checks services' client credentials
+    # (eventflow.system.client_secret), the first admin (a repeated start with the same values changes
+    # nothing), and how passwords are hashed (services/users/contrasenas.py; "test" is for test suites only).
+    service_key: str | None = Field(default=None, repr=False)
+    admin_email: str | None = None
+    admin_password: str | None = Field(default=None, repr=False)
+    password_hash_profile: str = "owasp"
+    # Peers whose X-Forwarded-For names the client (our gateway): the sign-in throttle counts per client address.
+    trusted_proxies: str = "127.0.0.1,::1"
+
+    @field_validator("password_hash_profile")
+    @classmethod
+    def _known_profile(cls, value: str) -> str:
+        if value not in ("owasp", "rfc9106-low-memory", "test"):
+            raise ValueError("EVENTFLOW_PASSWORD_HASH_PROFILE must be owasp, rfc9106-low-memory or test")
+        return value
+
+    @cached_property
+    def service_key_bytes(self) -> bytes | None:
+        return _decode_key(self.service_key, "EVENTFLOW_SERVICE_KEY") if self.service_key else None
+
+    def oidc_roles(self) -> dict[str, str]:
+        pairs = (item.split(":", 1) for item in self.oidc_role_map.split(",") if ":" in item)
+        return {theirs.strip(): ours.strip() for theirs, ours in pairs}
+
     @field_validator("master_key", "pseudonym_key")
     @classmethod
     def _refuse_placeholders(cls, value: str, info: object) -> str:

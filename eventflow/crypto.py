@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import os
 import unicodedata
+import uuid
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -86,3 +87,10 @@ class Pseudonymizer:
     def pseudonym(self, kind: str, value: str) -> str:
         digest = hmac.new(self._key, f"{kind}\x00{normalize(value)}".encode(), hashlib.sha256).hexdigest()
         return f"{kind}.{digest}"
+
+    def id_for(self, kind: str, value: str) -> str:
+        """A UUID derived from `value` with the key (HMAC): the same value gives the same id (so an
+        Idempotency-Key retry finds its resource), and nobody without the key can compute it. Exact bytes,
+        no normalization: two keys that differ only in case are two requests."""
+        digest = hmac.new(self._key, f"id\x00{kind}\x00{value}".encode(), hashlib.sha256).digest()
+        return str(uuid.UUID(bytes=digest[:16], version=4))

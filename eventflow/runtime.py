@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
+import aiohttp
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from redis.asyncio import Redis
 
+from eventflow.auth import HttpJwks, TokenVerifier, TrustedIssuer
 from eventflow.config import Settings
 from eventflow.crypto import KeyRing, Pseudonymizer
-from eventflow.jetstream import StreamSpec, connect, ensure_stream, wait_for_jetstream
+from eventflow.jetstream import StreamSpec, connect, ensure_bucket, ensure_stream, wait_for_jetstream
 from eventflow.projections import Projection, ProjectionRunner
+from eventflow.signing_keys import JWKS_BUCKET, PublishedKeys
 from eventflow.web import ReadyCheck
 
 
@@ -22,6 +27,8 @@ class Infrastructure:
     js: JetStreamContext
     redis: Redis
     runners: list[ProjectionRunner] = field(default_factory=list)
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+    published_keys: PublishedKeys | None = None
 
     @classmethod
     async def connect(cls, settings: Settings, name: str, streams: tuple[StreamSpec, ...] = ()) -> Infrastructure:
@@ -54,7 +61,33 @@ class Infrastructure:
         for runner in self.runners:
             runner.start()
 
+    async def token_verifier(self, session: aiohttp.ClientSession | None = None) -> TokenVerifier:
+        """Who may call this service: our issuer's tokens (keys read from AUTH_JWKS, kept fresh in the
+        background) and, when configured, an external OpenID Connect provider's (its JWKS over HTTP)."""
+        settings = self.settings
+        self.published_keys = PublishedKeys(await ensure_bucket(self.js, JWKS_BUCKET, settings.replicas))
+        await self.published_keys.refresh(force=True)
+        self.background.append(asyncio.create_task(self.published_keys.run(), name="auth:jwks"))
+        issuers = [TrustedIssuer(settings.auth_issuer, settings.auth_audience, self.published_keys)]
+        if settings.oidc_issuer:
+            if session is None:
+                raise ValueError("an external OIDC issuer needs an HTTP session for its JWKS")
+            external = TrustedIssuer(
+                settings.oidc_issuer,
+                settings.oidc_audience or settings.auth_audience,
+                HttpJwks(session, settings.oidc_jwks_url, issuer=settings.oidc_issuer),
+                roles_claim=settings.oidc_roles_claim,
+            )
+            if settings.oidc_roles():
+                external.role_map = settings.oidc_roles()
+            issuers.append(external)
+        return TokenVerifier(issuers)
+
     async def close(self) -> None:
+        for task in self.background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for runner in self.runners:
             await runner.stop()
         await self.redis.aclose()

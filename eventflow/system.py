@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SERVICES = {"users": 8001, "events": 8002, "reservations": 8003, "gateway": 8080}
 SECRETS = ("EVENTFLOW_MASTER_KEY", "EVENTFLOW_PSEUDONYM_KEY", "EVENTFLOW_SERVICE_KEY")
 ADMIN = ("EVENTFLOW_ADMIN_EMAIL", "EVENTFLOW_ADMIN_PASSWORD")
-LOCAL_ADMIN_EMAIL = "admin@eventflow.local"
+LOCAL_ADMIN_EMAIL = "admin@eventflow.example"  # RFC 2606: never a real mailbox
 # Who gets which secret (least privilege): the gateway decrypts nothing and signs nothing; only the users service
 # (the token issuer) holds the service key and the first admin's credentials; every other service gets its own
 # client credential, derived from the service key, and nothing that would let it pose as another.

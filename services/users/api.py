@@ -9,10 +9,12 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
+from eventflow.auth import COMPRADOR, ROLES, Caller, Principal
 from eventflow.responses import JsonResponse
 from services.users import handlers, views
+from services.users import identidad as auth_handlers
 from services.users.documentos import TipoDocumento
-from services.users.domain import RegistrarUsuario, Usuario
+from services.users.domain import RegistrarUsuario, Usuario, UsuarioNoEncontrado
 
 MAX_AGE_S = 5
 router = APIRouter(prefix="/api/usuarios", tags=["usuarios"])
@@ -27,6 +29,9 @@ class UsuarioNuevo(BaseModel):
     nombre: str = Field(max_length=400)
     apellido: str = Field(max_length=400)
     email: str = Field(max_length=400, json_schema_extra={"format": "email"})
+    password: str = Field(
+        max_length=1_000, json_schema_extra={"format": "password", "writeOnly": True}, description="10+ characters"
+    )
 
 
 class Compra(BaseModel):
@@ -51,6 +56,21 @@ class UsuarioPublico(BaseModel):
     registrado_en: str
     historial_compras: list[Compra]
     historial_url: str
+    roles: list[str] = []
+
+
+class CambioDePassword(BaseModel):
+    actual: str = Field(max_length=1_000, json_schema_extra={"format": "password", "writeOnly": True})
+    nueva: str = Field(max_length=1_000, json_schema_extra={"format": "password", "writeOnly": True})
+
+
+class RolesIn(BaseModel):
+    roles: list[str] = Field(max_length=len(ROLES), examples=[["organizador"]])
+
+
+class RolesOut(BaseModel):
+    id: str
+    roles: list[str]
 
 
 class Historial(BaseModel):
@@ -71,8 +91,14 @@ def get_redis(request: Request) -> Redis:
     return redis
 
 
+def get_identidad(request: Request) -> auth_handlers.Identidad:
+    identidad: auth_handlers.Identidad = request.app.state.identidad
+    return identidad
+
+
 Deps = Annotated[handlers.Dependencias, Depends(get_deps)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
+IdentidadDep = Annotated[auth_handlers.Identidad, Depends(get_identidad)]
 
 
 def publico(usuario: Usuario) -> dict[str, Any]:
@@ -97,10 +123,9 @@ def cacheable(request: Request, body: dict[str, Any], etag: str) -> Response:
 
 @router.post("", status_code=201, response_model=UsuarioPublico)
 async def registrar(body: UsuarioNuevo, deps: Deps, idempotency_key: IdempotencyKey = None) -> Response:
-    """201 when registered; 200 with the same user when the same Idempotency-Key and body are sent again.
-
-    The key is global (there is no caller identity yet): clients must use random keys, such as UUIDs.
-    """
+    """Anyone may register, as a comprador. 201 when registered; 200 with the same user when the same
+    Idempotency-Key and body are sent again (the password of the first request stays). The answer never holds
+    the password or its hash."""
     cmd = RegistrarUsuario(**body.model_dump())
     usuario, created = await handlers.registrar_usuario(cmd, deps, idempotency_key)
     headers = {"Location": f"/api/usuarios/{usuario.id}"}
@@ -109,19 +134,64 @@ async def registrar(body: UsuarioNuevo, deps: Deps, idempotency_key: Idempotency
     return JsonResponse(publico(usuario), status_code=201 if created else 200, headers=headers)
 
 
+@router.get("/me", response_model=UsuarioPublico)
+async def yo(caller: Caller, request: Request, deps: Deps, redis: RedisDep) -> Response:
+    """The signed-in user."""
+    return await _usuario(caller.sub, caller, request, deps, redis)
+
+
+@router.put("/me/password", status_code=204)
+async def cambiar_password(body: CambioDePassword, caller: Caller, identidad: IdentidadDep) -> Response:
+    """Needs the current password; every other session of the user ends (refresh tokens stop working)."""
+    await auth_handlers.cambiar_password(caller, body.actual, body.nueva, caller.session_id, identidad)
+    return Response(status_code=204)
+
+
 @router.get("/{usuario_id}", response_model=UsuarioPublico)
-async def obtener(usuario_id: str, request: Request, deps: Deps, redis: RedisDep) -> Response:
-    body, etag = await views.usuario(redis, deps.data_keys, usuario_id)
-    return cacheable(request, body, etag)
+async def obtener(usuario_id: str, caller: Caller, request: Request, deps: Deps, redis: RedisDep) -> Response:
+    """That user or an admin; anyone else gets 404, as for a user that does not exist."""
+    return await _usuario(usuario_id, caller, request, deps, redis)
+
+
+@router.get("/{usuario_id}/existe", status_code=204)
+async def existe(usuario_id: str, caller: Caller, redis: RedisDep) -> Response:
+    """For our services (the reservation chain): whether the user exists, without any of their personal data."""
+    if not (caller.es_servicio or caller.es_admin or caller.sub == usuario_id):
+        raise UsuarioNoEncontrado(usuario_id)
+    if not await views.existe(redis, usuario_id):
+        raise UsuarioNoEncontrado(usuario_id)
+    return Response(status_code=204)
 
 
 @router.get("/{usuario_id}/historial", response_model=Historial)
 async def historial(
     usuario_id: str,
+    caller: Caller,
     request: Request,
     redis: RedisDep,
     pagina: Annotated[int, Query(ge=1, le=10_000)] = 1,
     tamano: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Response:
+    _own_or_admin(usuario_id, caller)
     body, etag = await views.historial(redis, usuario_id, pagina, tamano)
+    return cacheable(request, body, etag)
+
+
+@router.put("/{usuario_id}/roles", response_model=RolesOut)
+async def roles(usuario_id: str, body: RolesIn, caller: Caller, identidad: IdentidadDep) -> Response:
+    """Admin only: the user's roles (comprador is always kept). They apply from the user's next token."""
+    cuenta = await auth_handlers.asignar_roles(caller, usuario_id, body.roles, identidad)
+    return JsonResponse({"id": cuenta.usuario_id, "roles": list(cuenta.roles)})
+
+
+def _own_or_admin(usuario_id: str, caller: Principal) -> None:
+    if caller.sub != usuario_id and not caller.es_admin:
+        raise UsuarioNoEncontrado(usuario_id)  # existence is not revealed
+
+
+async def _usuario(usuario_id: str, caller: Principal, request: Request, deps: Deps, redis: Redis) -> Response:
+    _own_or_admin(usuario_id, caller)
+    body, etag = await views.usuario(redis, deps.data_keys, usuario_id)
+    cuenta = await deps.cuentas.get(usuario_id)
+    body = {**body, "roles": list(cuenta.roles) if cuenta else [COMPRADOR]}
     return cacheable(request, body, etag)

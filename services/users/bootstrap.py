@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,18 +15,30 @@ from eventflow.claims import UniquenessClaims
 from eventflow.config import Settings
 from eventflow.eventstore import EventStore
 from eventflow.generations import Generation, ReadModelRedis
+from eventflow.http import client_session
 from eventflow.jetstream import RESERVAS, USUARIOS, StreamSpec, ensure_bucket
 from eventflow.projections import Projection, ProjectionRunner
 from eventflow.runtime import Infrastructure
+from eventflow.signing_keys import SigningKeys, open_buckets
 from eventflow.web import ReadyCheck
 from eventflow.web import create_app as create_web_app
-from services.users import api, handlers
+from services.users import api, auth_api, handlers, identidad
+from services.users.contrasenas import Hasher
+from services.users.cuentas import BUCKET as CUENTAS_BUCKET
+from services.users.cuentas import Cuentas
+from services.users.documentos import TipoDocumento
+from services.users.domain import RegistrarUsuario
 from services.users.privacy import KEYS_BUCKET, DataKeys
 from services.users.projections import FAMILY, HistorialProjection, UsuariosProjection
 from services.users.reconcile import Reconciler
+from services.users.sesiones import BUCKET as SESIONES_BUCKET
+from services.users.sesiones import TTL_S as SESIONES_TTL_S
+from services.users.sesiones import Sesiones
+from services.users.throttle import SignInThrottle
 from services.users.unicidad import STALE_AFTER_S, Unicidad
 
 CLAIMS_BUCKET = "USER_CLAIMS"
+log = logging.getLogger(__name__)
 
 
 def read_models() -> list[tuple[StreamSpec, Projection]]:
@@ -41,15 +56,23 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         infra.append(connected)
         # Reads and projections follow the family's current generation, so `make rebuild` can run beside them.
         generation = Generation(connected.redis, FAMILY)
+        session = client_session()
         try:
             await generation.start()
+            app.state.verifier = await connected.token_verifier(session)
+            app.state.published_keys = connected.published_keys
+            app.state.trusted_proxies = settings.trusted_proxies
             app.state.deps = await _dependencies(connected, generation, overrides)
+            app.state.identidad = await _identidad(connected, app.state.deps)
             app.state.redis = ReadModelRedis(connected.redis, generation)
             app.state.runners = {r.projection.name: r for r in connected.runners}
             app.state.generation = generation
             connected.start_projections()
+            if settings.admin_email and settings.admin_password:
+                await _first_admin(settings.admin_email, settings.admin_password, app.state.deps, app.state.identidad)
             yield
         finally:
+            await session.close()
             if hasattr(app.state, "deps"):
                 await app.state.deps.reconciler.close()
             await generation.stop()
@@ -65,6 +88,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         return run
 
     app = create_web_app("EventFlow users", lifespan, {"nats": check("nats"), "redis": check("redis")})
+    app.include_router(auth_api.router)
     app.include_router(api.router)
     return app
 
@@ -84,17 +108,82 @@ async def _dependencies(
         return bool(events)
 
     data_keys = DataKeys(keys_kv, infra.redis, infra.key_ring())
+    cuentas = Cuentas(await ensure_bucket(infra.js, CUENTAS_BUCKET, settings.replicas))
     runners = [ProjectionRunner(infra.js, infra.redis, s, p, generation) for s, p in read_models()]
     infra.runners.extend(runners)
+    hasher = Hasher(settings.password_hash_profile)
+    if settings.password_hash_profile == "test":
+        log.warning("passwords are hashed with the weak test profile: never use it for real accounts")
     deps = handlers.Dependencias(
         store=event_log,
         unicidad=Unicidad(claims, appeared, overrides.get("claim_stale_after", STALE_AFTER_S)),
         data_keys=data_keys,
         pseudonyms=infra.pseudonymizer(),
         usuarios=runners[0],
-        reconciler=Reconciler(claims, data_keys, appeared),
+        reconciler=Reconciler(claims, data_keys, appeared, cuentas),
         read_your_writes_timeout=settings.read_your_writes_timeout,
+        cuentas=cuentas,
+        hasher=hasher,
     )
     if "write_deadline" in overrides:
         deps.write_deadline = overrides["write_deadline"]
     return deps
+
+
+async def _identidad(infra: Infrastructure, deps: handlers.Dependencias) -> identidad.Identidad:
+    """The token issuer: its signing keys (one is made and published at the first start), sessions, throttle."""
+    settings = infra.settings
+    private_kv, jwks_kv = await open_buckets(infra.js, settings.replicas)
+    signing = SigningKeys(
+        private_kv,
+        jwks_kv,
+        infra.key_ring(),
+        rotate_after_s=settings.signing_key_rotation_s,
+        token_ttl_s=settings.access_token_ttl_s,
+    )
+    await signing.current()
+    if infra.published_keys is not None:
+        await infra.published_keys.refresh(force=True)
+    infra.background.append(asyncio.create_task(_prune_keys(signing), name="auth:prune-keys"))
+    sesiones_kv = await ensure_bucket(infra.js, SESIONES_BUCKET, settings.replicas, ttl_s=SESIONES_TTL_S)
+    claims = UniquenessClaims(await ensure_bucket(infra.js, CLAIMS_BUCKET, settings.replicas))
+    return identidad.Identidad(
+        cuentas=deps.cuentas,
+        sesiones=Sesiones(sesiones_kv),
+        emisor=identidad.Emisor(signing, settings.auth_issuer, settings.auth_audience, settings.access_token_ttl_s),
+        hasher=deps.hasher,
+        throttle=SignInThrottle(infra.redis),
+        claims=claims,
+        pseudonyms=deps.pseudonyms,
+        usuarios=deps.store,
+        service_key=settings.service_key,
+    )
+
+
+async def _prune_keys(signing: SigningKeys, every_s: float = 600.0) -> None:
+    """Retired public keys leave the JWKS once no token they signed can be valid."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await signing.prune()
+        except Exception:
+            log.exception("could not prune retired signing keys; will try again")
+
+
+async def _first_admin(email: str, password: str, deps: handlers.Dependencias, ids: identidad.Identidad) -> None:
+    """EVENTFLOW_ADMIN_EMAIL / _PASSWORD, at every start; idempotent across restarts and replicas."""
+    digest = hashlib.sha256(email.strip().casefold().encode()).hexdigest()
+
+    async def registrar() -> str:
+        cmd = RegistrarUsuario(
+            tipo_documento=TipoDocumento.PASAPORTE,
+            nro_documento=f"AD{digest[:7].upper()}",
+            nombre="Administrador",
+            apellido="EventFlow",
+            email=email,
+            password=password,
+        )
+        usuario, _ = await handlers.registrar_usuario(cmd, deps, idempotency_key=f"first-admin:{digest}")
+        return usuario.id
+
+    await identidad.asegurar_admin(email, password, ids, registrar)

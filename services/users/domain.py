@@ -9,20 +9,18 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from email_validator import EmailNotValidError, validate_email
 
 from eventflow.errors import Conflict, NotFound, Unavailable, Unprocessable
-from services.users import documentos
+from services.users import contrasenas, documentos
 from services.users.documentos import TipoDocumento
 
 NOMBRE_MAX = 100
 EMAIL_MAX = 254
 DOCUMENTO_MAX = 20
 PERSONAL_FIELDS = ("nombre", "apellido", "email", "nro_documento")
-# usuario_id = uuid5(NAMESPACE, idempotency_key): global (no caller identity), so keys must be random.
-NAMESPACE = uuid.UUID("3d6b1f0e-8a47-5c92-b1e3-7f5a2c9d4e61")
 
 
 # --- commands and entities ---------------------------------------------------------------------
@@ -33,6 +31,7 @@ class RegistrarUsuario:
     nombre: str
     apellido: str
     email: str
+    password: str = field(default="", repr=False)  # checked here, hashed by the handler, never stored or logged
 
 
 @dataclass(frozen=True)
@@ -49,10 +48,6 @@ class Usuario:
 
     def personal_data(self) -> dict[str, str]:
         return {field: getattr(self, field) for field in PERSONAL_FIELDS}
-
-
-def usuario_id_para(idempotency_key: str) -> str:
-    return str(uuid.uuid5(NAMESPACE, idempotency_key))
 
 
 def forma_canonica(cmd: RegistrarUsuario) -> str:
@@ -170,6 +165,10 @@ def validar(cmd: RegistrarUsuario) -> RegistrarUsuario:
         "email": email_error,
     }
     errors = [{"field": f, "message": m, "code": f"invalid_{f}"} for f, m in problems.items() if m]
+    errors += [
+        {"field": "password", "message": p.message, "code": p.code}
+        for p in contrasenas.problemas(cmd.password, email, nombre, apellido)
+    ]
     if errors:
         raise DatosInvalidos(errors)
     return replace(cmd, nro_documento=nro, nombre=nombre, apellido=apellido, email=email)

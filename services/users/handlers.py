@@ -22,6 +22,8 @@ from eventflow.claims import Claim
 from eventflow.contracts import USUARIO_REGISTRADO
 from eventflow.crypto import Pseudonymizer
 from eventflow.eventstore import ConcurrencyConflict, NewEvent, StoredEvent
+from services.users.contrasenas import Hasher
+from services.users.cuentas import Cuentas
 from services.users.documentos import TipoDocumento
 from services.users.domain import (
     ClaveReutilizada,
@@ -35,7 +37,6 @@ from services.users.domain import (
     clave_documento,
     forma_canonica,
     nuevo_id,
-    usuario_id_para,
     validar,
 )
 from services.users.privacy import DataKeys, open_sealed, seal
@@ -66,6 +67,8 @@ class Dependencias:
     usuarios: ReadModel
     reconciler: Reconciler
     read_your_writes_timeout: float
+    cuentas: Cuentas
+    hasher: Hasher
     write_deadline: float = WRITE_DEADLINE_S
 
 
@@ -75,15 +78,16 @@ async def registrar_usuario(
     """Returns (user, created); created is False when an earlier request with the same key made it."""
     cmd = validar(cmd)
     if idempotency_key is None:
-        return await _registrar(_nuevo(nuevo_id(), cmd), None, deps), True
-    usuario_id = usuario_id_para(idempotency_key)
+        return await _registrar(_nuevo(nuevo_id(), cmd), None, await deps.hasher.hash(cmd.password), deps), True
+    # Derived with the pseudonym key (HMAC), so nobody who learns the Idempotency-Key can compute the id.
+    usuario_id = deps.pseudonyms.id_for("usuario", idempotency_key)
     huella = deps.pseudonyms.pseudonym("registro", forma_canonica(cmd))
     if (existing := await _existing(usuario_id, huella, deps)) is not None:
         return existing, False
     if not await deps.unicidad.solicitud(usuario_id, huella):
         raise ClaveReutilizada()
     try:
-        return await _registrar(_nuevo(usuario_id, cmd), huella, deps), True
+        return await _registrar(_nuevo(usuario_id, cmd), huella, await deps.hasher.hash(cmd.password), deps), True
     except ConcurrencyConflict:  # a concurrent duplicate of this request appended first
         if (existing := await _existing(usuario_id, huella, deps)) is None:
             raise
@@ -94,15 +98,16 @@ async def registrar_usuario(
 
 
 def _nuevo(usuario_id: str, cmd: RegistrarUsuario) -> Usuario:
-    return Usuario(usuario_id, registrado_en=datetime.now(UTC).isoformat(), **vars(cmd))
+    profile = {name: value for name, value in vars(cmd).items() if name != "password"}
+    return Usuario(usuario_id, registrado_en=datetime.now(UTC).isoformat(), **profile)
 
 
-async def _registrar(usuario: Usuario, huella: str | None, deps: Dependencias) -> Usuario:
+async def _registrar(usuario: Usuario, huella: str | None, password_hash: str, deps: Dependencias) -> Usuario:
     keys = _pseudonyms(usuario, deps.pseudonyms)
     held = await _claim(usuario.id, keys, deps)
     event = registered_event(usuario, huella, keys)
     try:
-        seq = await _store(usuario, event, held, deps)
+        seq = await _store(usuario, event, held, password_hash, deps)
     except ConcurrencyConflict:
         raise  # the id is in the log already: the claims and the data key are that event's, keep them
     except Exception as err:
@@ -171,8 +176,10 @@ def registered_event(usuario: Usuario, huella: str | None, pseudonyms: dict[str,
     return NewEvent(USUARIO_REGISTRADO, data, str(uuid.uuid4()))
 
 
-async def _store(usuario: Usuario, event: NewEvent, held: list[Claim], deps: Dependencias) -> int:
+async def _store(usuario: Usuario, event: NewEvent, held: list[Claim], password_hash: str, deps: Dependencias) -> int:
+    """Data key, account (password hash and roles), then the event; the compensation undoes all three."""
     dek = await deps.data_keys.create(usuario.id)
+    await deps.cuentas.crear(usuario.id, password_hash)
     sealed = NewEvent(event.type, {**event.data, "cifrado": seal(dek, usuario.id, usuario.personal_data())}, event.id)
     if time.time() - min(c.claimed_at for c in held) > deps.write_deadline:
         raise TimeoutError("claims held too long to append safely: they may be taken over")

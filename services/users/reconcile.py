@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from eventflow.claims import UniquenessClaims
+from services.users.cuentas import Cuentas
 from services.users.privacy import DataKeys
 
 log = logging.getLogger(__name__)
@@ -26,11 +27,14 @@ class Reconciler:
     claims: UniquenessClaims
     data_keys: DataKeys
     appeared: Callable[[str], Awaitable[bool]]  # asks the stream leader: a lagging replica's "no" would shred
+    cuentas: Cuentas | None = None
     retry_for: float = RETRY_FOR_S
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def undo(self, usuario_id: str, keys: list[str]) -> None:
         """Compensation of a registration known not to be in the log: reverse order of the steps."""
+        if self.cuentas is not None:
+            await self.cuentas.borrar(usuario_id)
         await self.data_keys.delete(usuario_id)
         for key in reversed(keys):
             claim = await self.claims.get(key)

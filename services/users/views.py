@@ -64,6 +64,11 @@ async def usuario(redis: Redis, data_keys: DataKeys, usuario_id: str) -> Lectura
     return body, etag(raw_doc, raw_recientes)
 
 
+async def existe(redis: Redis, usuario_id: str) -> bool:
+    """Whether the user is in the read model: one EXISTS, nothing decrypted."""
+    return es_id(usuario_id) and bool(await redis.exists(keys.doc_key(usuario_id, read_generation(redis))))
+
+
 async def historial(redis: Redis, usuario_id: str, pagina: int, tamano: int) -> Lectura:
     """One page of the full purchase history, newest first."""
     if not es_id(usuario_id):

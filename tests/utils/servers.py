@@ -11,6 +11,7 @@ from pathlib import Path
 
 from eventflow.config import Settings
 from eventflow.servers import ServerProcess, free_port, start_nats, start_redis
+from eventflow.system import client_secret
 
 
 @dataclass
@@ -25,6 +26,14 @@ class Servers:
             "redis_url": self.redis.url,
             "master_key": TEST_MASTER_KEY,
             "pseudonym_key": TEST_PSEUDONYM_KEY,
+            # Accounts: the first admin, a weak password hash (hundreds of users per run), and the service
+            # key; the one client credential in these shared settings is the reservations service's.
+            "service_key": TEST_SERVICE_KEY,
+            "admin_email": ADMIN_EMAIL,
+            "admin_password": ADMIN_PASSWORD,
+            "password_hash_profile": "test",
+            "client_id": "reservations",
+            "client_secret": client_secret(TEST_SERVICE_KEY, "reservations"),
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]
@@ -36,6 +45,9 @@ class Servers:
 
 TEST_MASTER_KEY = base64.b64encode(os.urandom(32)).decode()
 TEST_PSEUDONYM_KEY = base64.b64encode(os.urandom(32)).decode()
+TEST_SERVICE_KEY = base64.b64encode(os.urandom(32)).decode()
+ADMIN_EMAIL = "admin@pruebas.eventflow.example"
+ADMIN_PASSWORD = "frase secreta del operador principal"
 
 
 @contextmanager
