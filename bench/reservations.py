@@ -2,8 +2,11 @@
 
 Starts its own nats-server (JetStream, `sync_interval: always`) and redis-server on free ports, the users,
 events and reservations services (and the gateway, if present) as real processes with one uvicorn worker
-each, creates the buyers, then has them all reserve at once with aiohttp. Prints one row per scenario and
-target: confirmed/s, p50/p99 latency, rejected, oversold (sold beyond capacity: must be 0).
+each, each with only its own secrets (eventflow.system.service_env), creates the buyers (with passwords, signed
+in at the token endpoint) and an organizer who creates the events, then has the buyers all reserve at once with
+aiohttp, every request carrying the buyer's token. Prints one row per scenario and target: confirmed/s, p50/p99
+latency, rejected, oversold (sold beyond capacity: must be 0); then what verifying tokens costs: one verification
+in-process, and read rps of a public GET with and without an Authorization header and of a bearer-protected GET.
 """
 
 from __future__ import annotations
@@ -14,25 +17,46 @@ import base64
 import os
 import platform
 import random
+import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from eventflow.auth import ORGANIZADOR, StaticKeys, TokenVerifier, TrustedIssuer
+from eventflow.config import Settings
 from eventflow.jetstream import connect
 from eventflow.servers import ServerProcess, free_port, start_nats, start_redis
+from eventflow.system import service_env
 from services.reservations.inventory_store import JetStreamInventoryStore
 from services.reservations.payments_sim import SimulatedPaymentGateway
 
 ROOT = Path(__file__).resolve().parent.parent
 CARD = {"numero_tarjeta": "4242424242424242", "vencimiento": "12/34", "cvc": "123"}
+PASSWORD = "una clave de banco de pruebas larga"
+ADMIN_EMAIL = "admin@bench.eventflow.example"  # RFC 2606: never a real mailbox
+
+
+@dataclass
+class Cuenta:
+    """A signed-in account as the load generator holds it."""
+
+    id: str
+    token: str
+    refresh_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
 
 
 @dataclass
@@ -108,12 +132,15 @@ class Services:
         self.servers.append(redis)
         ports = {name: free_port() for name in ("users", "events", "reservations", "gateway")}
         self.urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-        self.env = {
-            **os.environ,
+        self.admin_password = secrets.token_urlsafe(18)
+        self.system = {
             "EVENTFLOW_NATS_URL": nats.url,
             "EVENTFLOW_REDIS_URL": redis.url,
             "EVENTFLOW_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
             "EVENTFLOW_PSEUDONYM_KEY": base64.b64encode(os.urandom(32)).decode(),
+            "EVENTFLOW_SERVICE_KEY": base64.b64encode(os.urandom(32)).decode(),
+            "EVENTFLOW_ADMIN_EMAIL": ADMIN_EMAIL,
+            "EVENTFLOW_ADMIN_PASSWORD": self.admin_password,
             "EVENTFLOW_USERS_URL": self.urls["users"],
             "EVENTFLOW_EVENTS_URL": self.urls["events"],
             "EVENTFLOW_RESERVATIONS_URL": self.urls["reservations"],
@@ -126,7 +153,7 @@ class Services:
         }
         self.ledger_url = nats.url
         if self.processor_nats:
-            self.env["EVENTFLOW_PAYMENTS_NATS_URL"] = processor.url
+            self.system["EVENTFLOW_PAYMENTS_NATS_URL"] = processor.url
             self.ledger_url = processor.url
         names = ["users", "events", "reservations"] + (["gateway"] if with_gateway else [])
         for name in names:
@@ -135,7 +162,7 @@ class Services:
             self.procs.append(
                 subprocess.Popen(
                     [sys.executable, "-m", module, "--port", str(ports[name])],
-                    env=self.env,
+                    env={**os.environ, **service_env(name, self.system)},  # each process its own secrets only
                     cwd=ROOT,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -169,32 +196,82 @@ async def wait_ready(session: aiohttp.ClientSession, url: str) -> None:
     raise TimeoutError(f"{url} did not become ready")
 
 
-async def post(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
-    async with session.post(url, json=body) as resp:
-        assert resp.status == 201, await resp.text()
+async def post(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str] | None = None,
+    status: int = 201,
+) -> dict[str, Any]:
+    async with session.post(url, json=body, headers=headers) as resp:
+        assert resp.status == status, await resp.text()
         doc: dict[str, Any] = await resp.json()
         return doc
 
 
-async def make_buyers(session: aiohttp.ClientSession, users_url: str, n: int) -> list[str]:
+async def sign_in(session: aiohttp.ClientSession, users_url: str, email: str, password: str) -> dict[str, Any]:
+    return await post(session, f"{users_url}/api/auth/token", {"email": email, "password": password}, status=200)
+
+
+async def register(session: aiohttp.ClientSession, users_url: str, gate: asyncio.Semaphore) -> Cuenta:
+    """A new comprador with a password, signed in (two argon2 hashes' worth of the users service's CPU)."""
+    tag = uuid.uuid4().hex[:10]
+    body = {
+        "tipo_documento": "Pasaporte",
+        "nro_documento": f"P{uuid.uuid4().int % 10**8:08d}",
+        "nombre": f"Bench{tag}",
+        "apellido": f"Buyer{tag}",
+        "email": f"bench.{tag}@ejemplo.com",
+        "password": PASSWORD,
+    }
+    async with gate:
+        usuario_id = str((await post(session, f"{users_url}/api/usuarios", body))["id"])
+        tokens = await sign_in(session, users_url, body["email"], PASSWORD)
+    return Cuenta(usuario_id, tokens["access_token"], tokens["refresh_token"])
+
+
+async def make_buyers(session: aiohttp.ClientSession, users_url: str, n: int) -> list[Cuenta]:
+    gate = asyncio.Semaphore(32)
+    return list(await asyncio.gather(*(register(session, users_url, gate) for _ in range(n))))
+
+
+async def refresh(session: aiohttp.ClientSession, users_url: str, cuentas: list[Cuenta]) -> None:
+    """Fresh access tokens (they live 15 minutes) before each scenario; a refresh costs no password hash."""
     gate = asyncio.Semaphore(32)
 
-    async def one() -> str:
-        tag = uuid.uuid4().hex[:10]
-        body = {
-            "tipo_documento": "Pasaporte",
-            "nro_documento": f"P{uuid.uuid4().int % 10**8:08d}",
-            "nombre": f"Bench{tag}",
-            "apellido": f"Buyer{tag}",
-            "email": f"bench.{tag}@ejemplo.com",
-        }
+    async def one(cuenta: Cuenta) -> None:
         async with gate:
-            return str((await post(session, f"{users_url}/api/usuarios", body))["id"])
+            body = {"refresh_token": cuenta.refresh_token}
+            tokens = await post(session, f"{users_url}/api/auth/refresh", body, status=200)
+        cuenta.token, cuenta.refresh_token = tokens["access_token"], tokens["refresh_token"]
 
-    return list(await asyncio.gather(*(one() for _ in range(n))))
+    await asyncio.gather(*(one(c) for c in cuentas))
 
 
-async def make_event(session: aiohttp.ClientSession, events_url: str, aforo: int, **extra: Any) -> str:
+async def make_organizer(session: aiohttp.ClientSession, users_url: str, admin_password: str) -> Cuenta:
+    """A new user the first admin makes an organizador, signed in again so the token carries the role."""
+    boss = await sign_in(session, users_url, ADMIN_EMAIL, admin_password)
+    tag = uuid.uuid4().hex[:10]
+    body = {
+        "tipo_documento": "Pasaporte",
+        "nro_documento": f"P{uuid.uuid4().int % 10**8:08d}",
+        "nombre": f"Org{tag}",
+        "apellido": f"Bench{tag}",
+        "email": f"org.{tag}@ejemplo.com",
+        "password": PASSWORD,
+    }
+    usuario_id = str((await post(session, f"{users_url}/api/usuarios", body))["id"])
+    roles_url = f"{users_url}/api/usuarios/{usuario_id}/roles"
+    boss_headers = {"Authorization": f"Bearer {boss['access_token']}"}
+    async with session.put(roles_url, json={"roles": [ORGANIZADOR]}, headers=boss_headers) as resp:
+        assert resp.status == 200, await resp.text()
+    tokens = await sign_in(session, users_url, body["email"], PASSWORD)
+    return Cuenta(usuario_id, tokens["access_token"], tokens["refresh_token"])
+
+
+async def make_event(
+    session: aiohttp.ClientSession, events_url: str, organizer: Cuenta, aforo: int, **extra: Any
+) -> str:
     body = {
         "nombre": f"Bench {uuid.uuid4().hex[:6]}",
         "descripcion": "benchmark",
@@ -205,7 +282,7 @@ async def make_event(session: aiohttp.ClientSession, events_url: str, aforo: int
         "categoria": "Musica",
         **extra,
     }
-    return str((await post(session, f"{events_url}/api/eventos", body))["id"])
+    return str((await post(session, f"{events_url}/api/eventos", body, organizer.headers))["id"])
 
 
 @dataclass
@@ -265,27 +342,29 @@ async def run_stadium(
     target: str,
     base_url: str,
     events_url: str,
-    buyers: list[str],
+    organizer: Cuenta,
+    buyers: list[Cuenta],
     capacity: int,
     per_request: int,
     inventory: JetStreamInventoryStore,
     ledger: SimulatedPaymentGateway,
 ) -> StadiumRow:
     """Every buyer keeps buying `per_request` tickets until the event says sold out: a whole on-sale."""
-    evento = await make_event(session, events_url, capacity, limite_por_usuario=1000, max_por_solicitud=per_request)
+    evento = await make_event(
+        session, events_url, organizer, capacity, limite_por_usuario=1000, max_por_solicitud=per_request
+    )
     confirmations: list[tuple[float, int]] = []
     outcomes: dict[str, str] = {}
     sold = 0
     requests = 0
 
-    async def buyer(usuario: str) -> None:
+    async def buyer(cuenta: Cuenta) -> None:
         nonlocal sold, requests
         while True:
-            body = {"usuario_id": usuario, "evento_id": evento, "cantidad": per_request, "pago": CARD}
+            body = {"usuario_id": cuenta.id, "evento_id": evento, "cantidad": per_request, "pago": CARD}
             requests += 1
-            async with session.post(
-                f"{base_url}/api/reservar", json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
-            ) as resp:
+            headers = {"Idempotency-Key": uuid.uuid4().hex, **cuenta.headers}
+            async with session.post(f"{base_url}/api/reservar", json=body, headers=headers) as resp:
                 doc = await resp.json(content_type=None)
             if isinstance(doc, dict) and doc.get("id"):
                 outcomes[str(doc["id"])] = str(doc.get("estado"))
@@ -343,7 +422,7 @@ async def run_scenario(
     name: str,
     target: str,
     base_url: str,
-    buyers: list[str],
+    buyers: list[Cuenta],
     events: list[str],
     per_buyer: int,
     capacity_each: int,
@@ -355,14 +434,13 @@ async def run_scenario(
     odd: Counter[str] = Counter()
     outcomes: dict[str, str] = {}
 
-    async def buyer(usuario: str) -> None:
+    async def buyer(cuenta: Cuenta) -> None:
         for _ in range(per_buyer):
-            body = {"usuario_id": usuario, "evento_id": random.choice(events), "cantidad": 1, "pago": CARD}
+            body = {"usuario_id": cuenta.id, "evento_id": random.choice(events), "cantidad": 1, "pago": CARD}
+            headers = {"Idempotency-Key": uuid.uuid4().hex, **cuenta.headers}
             started = time.perf_counter()
             try:
-                async with session.post(
-                    f"{base_url}/api/reservar", json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
-                ) as resp:
+                async with session.post(f"{base_url}/api/reservar", json=body, headers=headers) as resp:
                     doc = await resp.json(content_type=None)
                     status = resp.status
             except (aiohttp.ClientError, TimeoutError) as err:
@@ -378,7 +456,7 @@ async def run_scenario(
                 counts["rejected"] += 1
             else:
                 counts["errors"] += 1
-                odd[f"{status} {doc.get('estado') or doc.get('title')}"] += 1
+                odd[f"{status} {doc.get('estado') or doc.get('title')}: {doc.get('detail', '')}"] += 1
 
     started = time.perf_counter()
     await asyncio.gather(*(buyer(b) for b in buyers))
@@ -399,7 +477,127 @@ async def run_scenario(
     )
 
 
-async def bench(args: argparse.Namespace) -> tuple[list[Row], list[StadiumRow]]:
+@dataclass
+class ReadRow:
+    read: str
+    authorization: str
+    requests: int
+    elapsed_s: float
+    latencies_ms: list[float]
+    errors: int
+
+    HEADERS = ("read (direct, 1 worker)", "Authorization", "requests", "rps", "p50 ms", "p99 ms", "errors")
+
+    def cells(self) -> list[str]:
+        lat = sorted(self.latencies_ms)
+        p50 = lat[len(lat) // 2] if lat else 0.0
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0.0
+        rate = self.requests / self.elapsed_s if self.elapsed_s else 0.0
+        return [
+            self.read,
+            self.authorization,
+            str(self.requests),
+            f"{rate:.0f}",
+            f"{p50:.1f}",
+            f"{p99:.1f}",
+            str(self.errors),
+        ]
+
+
+async def read_load(
+    read: str, authorization: str, request_for: Callable[[int], tuple[str, dict[str, str]]], seconds: float, conns: int
+) -> ReadRow:
+    """`conns` connections, each GETting one request after another for `seconds`; anything but 200 is an error."""
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=conns)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+        deadline = time.perf_counter() + seconds
+
+        async def worker(k: int) -> None:
+            nonlocal errors
+            i = k
+            while time.perf_counter() < deadline:
+                url, headers = request_for(i)
+                i += conns
+                started = time.perf_counter()
+                async with session.get(url, headers=headers) as resp:
+                    await resp.read()
+                    ok = resp.status == 200
+                latencies.append((time.perf_counter() - started) * 1000)
+                errors += not ok
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(conns)))
+        elapsed = time.perf_counter() - started
+    return ReadRow(read, authorization, len(latencies), elapsed, latencies, errors)
+
+
+async def verify_cost_us(session: aiohttp.ClientSession, users_url: str, token: str, n: int = 2_000) -> float:
+    """One ES256 verification (eventflow.auth.TokenVerifier, what every service runs per request), in µs, with the
+    issuer's published keys: the cost a bearer-protected request pays on top of its work."""
+    async with session.get(f"{users_url}/.well-known/jwks.json") as resp:
+        jwks = await resp.json()
+    defaults = Settings.model_fields
+    issuer = TrustedIssuer(defaults["auth_issuer"].default, defaults["auth_audience"].default, StaticKeys(jwks))
+    verifier = TokenVerifier([issuer])
+    await verifier.verify(token)
+    started = time.perf_counter()
+    for _ in range(n):
+        await verifier.verify(token)
+    return (time.perf_counter() - started) / n * 1e6
+
+
+async def run_reads(
+    session: aiohttp.ClientSession,
+    urls: dict[str, str],
+    organizer: Cuenta,
+    buyers: list[Cuenta],
+    seconds: float,
+    conns: int = 32,
+) -> tuple[list[ReadRow], float]:
+    """A public read with and without a token (alternated, twice), and a read that verifies the token."""
+    evento = await make_event(session, urls["events"], organizer, 10_000)
+    readers = buyers[:conns]
+    reservas = []
+    for cuenta in readers:
+        body = {"evento_id": evento, "cantidad": 1, "pago": CARD}
+        doc = await post(session, f"{urls['reservations']}/api/reservar", body, cuenta.headers)
+        reservas.append(str(doc["id"]))
+    event_url = f"{urls['events']}/api/eventos/{evento}"
+    rows: list[ReadRow] = []
+    for _ in range(2):
+        rows.append(await read_load("GET /api/eventos/{id}", "none", lambda i: (event_url, {}), seconds, conns))
+        rows.append(
+            await read_load(
+                "GET /api/eventos/{id}",
+                "a buyer's token (public: not verified)",
+                lambda i: (event_url, readers[i % len(readers)].headers),
+                seconds,
+                conns,
+            )
+        )
+
+    def own_reservation(i: int) -> tuple[str, dict[str, str]]:
+        k = i % len(readers)
+        return f"{urls['reservations']}/api/reservas/{reservas[k]}", readers[k].headers
+
+    for _ in range(2):
+        rows.append(
+            await read_load("GET /api/reservas/{id}", "its buyer's token (verified)", own_reservation, seconds, conns)
+        )
+    return rows, await verify_cost_us(session, urls["users"], readers[0].token)
+
+
+@dataclass
+class Results:
+    rows: list[Row]
+    stadium: list[StadiumRow]
+    reads: list[ReadRow]
+    verify_us: float | None
+
+
+async def bench(args: argparse.Namespace) -> Results:
     with_gateway = (ROOT / "services" / "gateway" / "main.py").exists() and not args.direct_only
     with tempfile.TemporaryDirectory(prefix="eventflow-bench-") as tmp:
         services = Services(Path(tmp), args.latency, not args.no_limit_precheck, args.processor_nats)
@@ -415,18 +613,20 @@ async def bench(args: argparse.Namespace) -> tuple[list[Row], list[StadiumRow]]:
                 ledger_nc = await connect(services.ledger_url, "bench-ledger")
                 ledger = SimulatedPaymentGateway(ledger_nc.jetstream(timeout=10))
                 buyers = await make_buyers(session, urls["users"], args.buyers)
+                organizer = await make_organizer(session, urls["users"], services.admin_password)
                 targets = {"direct": urls["reservations"]}
                 if with_gateway:
                     targets["gateway"] = urls["gateway"]
                 total = args.buyers * args.per_buyer
                 rows: list[Row] = []
                 for target, base in targets.items():
-                    warm = await make_event(session, urls["events"], 10_000)
+                    await refresh(session, urls["users"], [organizer, *buyers])
+                    warm = await make_event(session, urls["events"], organizer, 10_000)
                     await run_scenario(
                         session, "warm-up", target, base, buyers[:50], [warm], 1, 10_000, inventory, ledger
                     )
                     hot_capacity = int(total * 0.8)  # over-demand: 20 % must be refused, none oversold
-                    hot = await make_event(session, urls["events"], hot_capacity)
+                    hot = await make_event(session, urls["events"], organizer, hot_capacity)
                     rows.append(
                         await run_scenario(
                             session,
@@ -442,7 +642,7 @@ async def bench(args: argparse.Namespace) -> tuple[list[Row], list[StadiumRow]]:
                         )
                     )
                     per_event = max(1, int(total * 0.8 / args.events))
-                    many = [await make_event(session, urls["events"], per_event) for _ in range(args.events)]
+                    many = [await make_event(session, urls["events"], organizer, per_event) for _ in range(args.events)]
                     rows.append(
                         await run_scenario(
                             session,
@@ -457,14 +657,21 @@ async def bench(args: argparse.Namespace) -> tuple[list[Row], list[StadiumRow]]:
                             ledger,
                         )
                     )
+                reads: list[ReadRow] = []
+                verify_us = None
+                if args.read_seconds > 0:
+                    await refresh(session, urls["users"], [organizer, *buyers])
+                    reads, verify_us = await run_reads(session, urls, organizer, buyers, args.read_seconds)
                 stadium: list[StadiumRow] = []
                 if args.stadium:
+                    await refresh(session, urls["users"], [organizer, *buyers])
                     stadium.append(
                         await run_stadium(
                             session,
                             "direct",
                             urls["reservations"],
                             urls["events"],
+                            organizer,
                             buyers,
                             args.stadium,
                             args.stadium_per_request,
@@ -474,9 +681,17 @@ async def bench(args: argparse.Namespace) -> tuple[list[Row], list[StadiumRow]]:
                     )
                 await nc.drain()
                 await ledger_nc.drain()
-                return rows, stadium
+                return Results(rows, stadium, reads, verify_us)
         finally:
             services.stop()
+
+
+def read_table(rows: list[ReadRow]) -> str:
+    cells = [list(ReadRow.HEADERS), *(r.cells() for r in rows)]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(ReadRow.HEADERS))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -496,25 +711,40 @@ def main() -> None:
     )
     parser.add_argument("--stadium", type=int, default=100_000, help="tickets of the sell-out scenario (0: skip)")
     parser.add_argument("--stadium-per-request", type=int, default=10, help="tickets per reservation in it")
+    parser.add_argument("--read-seconds", type=float, default=5.0, help="length of each read measurement (0: skip)")
     args = parser.parse_args()
     precheck = "off" if args.no_limit_precheck else "on"
-    rows, stadium = asyncio.run(bench(args))
+    results = asyncio.run(bench(args))
     print()
     print(
         f"Settings: nats-server single node, JetStream file store, sync_interval: always; redis AOF everysec; "
         f"1 uvicorn worker per service; {args.buyers} concurrent buyers x {args.per_buyer} reservations of 1 "
-        f"ticket; capacity = 80 % of demand; payment latency {args.latency}s; chain limit pre-check {precheck}; "
+        f"ticket, each request with the buyer's bearer token; capacity = 80 % of demand; payment latency "
+        f"{args.latency}s; chain limit pre-check {precheck}; "
         f"simulator ledger on {'its own' if args.processor_nats else 'the same'} nats-server; "
         f"load generator on the same "
         f"machine ({os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()})."
     )
     print()
-    print(table(rows))
-    if stadium:
+    print(table(results.rows))
+    if results.reads:
+        print()
+        print(f"Cost of verification: one ES256 token verification in-process: {results.verify_us:.0f} µs.")
+        print(
+            f"Reads, 32 connections, {args.read_seconds:g} s each (public reads ignore a token; the other verifies it):"
+        )
+        print()
+        print(read_table(results.reads))
+        by_kind: dict[str, list[float]] = {}
+        for r in results.reads:
+            by_kind.setdefault(f"{r.read} / {r.authorization}", []).append(r.requests / r.elapsed_s)
+        print()
+        print("  medians: " + "; ".join(f"{k}: {statistics.median(v):.0f} rps" for k, v in by_kind.items()))
+    if results.stadium:
         print()
         print(f"Sell-out: {args.buyers} buyers each buying {args.stadium_per_request} tickets until sold out.")
         print()
-        print(stadium_table(stadium))
+        print(stadium_table(results.stadium))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ class EventoCreadoData(TypedDict):
     venta_desde: str | None  # sales open at this instant; None = on sale from creation
     limite_por_usuario: NotRequired[int]  # always written since they exist; absent = the defaults above
     max_por_solicitud: NotRequired[int]  # <= limite_por_usuario <= 1000, 1..TOPE_POR_SOLICITUD
+    organizador_id: NotRequired[str]  # the usuario_id who created it; absent in events created before accounts
     huella: NotRequired[str]  # fingerprint of the request, present when it came with an Idempotency-Key
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -24,8 +25,10 @@ def forward_headers() -> dict[str, str]:
     return {"x-request-id": request_id} if request_id else {}
 
 
-async def get_json(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+async def get_json(
+    session: aiohttp.ClientSession, url: str, headers: Mapping[str, str] | None = None
+) -> tuple[int, Any]:
     """GET a JSON document; returns (status, body) and leaves the meaning of a 404 to the caller."""
-    async with session.get(url, headers=forward_headers()) as resp:
+    async with session.get(url, headers={**forward_headers(), **(headers or {})}) as resp:
         body = await resp.read()
         return resp.status, (orjson.loads(body) if body else None)

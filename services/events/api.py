@@ -5,9 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from eventflow.auth import ADMIN, ORGANIZADOR, Principal, con_rol
 from eventflow.responses import JsonResponse
 from services.events import views
 from services.events.caching import cached_json
@@ -23,6 +24,7 @@ DATE_TIME = {"format": "date-time"}
 LongText = Annotated[str, Field(max_length=10_000)]
 ShortText = Annotated[str, Field(max_length=1_000)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)]
+Organizer = Annotated[Principal, Depends(con_rol(ORGANIZADOR, ADMIN))]
 
 
 class SeccionIn(BaseModel):
@@ -89,6 +91,7 @@ class EventoOut(BaseModel):
     venta_desde: str | None
     limite_por_usuario: int
     max_por_solicitud: int
+    organizador_id: str | None
 
 
 class PaginaOut(BaseModel):
@@ -100,9 +103,11 @@ class PaginaOut(BaseModel):
 
 
 @router.post("", status_code=201, response_model=EventoOut)
-async def crear(body: EventoIn, deps: DepsDep, idempotency_key: IdempotencyKey = None) -> Response:
-    """201 when created; 200 with the same event when the same Idempotency-Key and body are sent again."""
-    creado = await crear_evento(body.command(), deps.write, idempotency_key)
+async def crear(body: EventoIn, caller: Organizer, deps: DepsDep, idempotency_key: IdempotencyKey = None) -> Response:
+    """An organizador or admin (401 without a valid token, 403 without the role); the event records them as its
+    organizer. 201 when created; 200 with the same event when the same caller sends the same Idempotency-Key and
+    body again."""
+    creado = await crear_evento(body.command(), caller.sub, deps.write, idempotency_key)
     doc = with_availability(documento(creado.id, creado.data), {})
     headers = {"Location": f"{router.prefix}/{creado.id}"}
     if idempotency_key is not None:
@@ -110,6 +115,7 @@ async def crear(body: EventoIn, deps: DepsDep, idempotency_key: IdempotencyKey =
     return JsonResponse(doc, status_code=201 if creado.creado else 200, headers=headers)
 
 
+# Reads are public: they take no caller, so a token sent along (valid or not) is neither checked nor needed.
 @router.get("/{evento_id}", response_model=EventoOut)
 async def leer(request: Request, evento_id: Annotated[str, Path(max_length=64)], deps: DepsDep) -> Response:
     doc = await views.evento(deps.redis, evento_id)

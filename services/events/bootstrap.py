@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from eventflow.config import Settings
 from eventflow.eventstore import EventStore
 from eventflow.generations import Generation, ReadModelRedis
+from eventflow.http import client_session
 from eventflow.jetstream import EVENTOS, RESERVAS, StreamSpec
 from eventflow.projections import Projection, ProjectionRunner
 from eventflow.runtime import Infrastructure
@@ -55,7 +56,11 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         await generation.start()
         runners = [ProjectionRunner(infra.js, infra.redis, s, p, generation) for s, p in read_models()]
         infra.runners.extend(runners)
-        write = WriteDeps(EventStore(infra.js, EVENTOS), runners[0], clock, settings.read_your_writes_timeout)
+        session = client_session()  # an external OIDC issuer's JWKS, when one is configured
+        app.state.verifier = await infra.token_verifier(session)
+        write = WriteDeps(
+            EventStore(infra.js, EVENTOS), runners[0], clock, settings.read_your_writes_timeout, infra.pseudonymizer()
+        )
         app.state.deps = Deps(write, ReadModelRedis(infra.redis, generation), cache_max_age)
         app.state.runners = runners
         app.state.generation = generation
@@ -64,6 +69,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
             yield
         finally:
             await generation.stop()
+            await session.close()
             await infra.close()
             holder.clear()
 

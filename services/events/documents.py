@@ -38,6 +38,8 @@ def documento(evento_id: str, data: EventoCreadoData) -> dict[str, Any]:
         # Events created before the limits existed lack them in the log: they get the defaults.
         "limite_por_usuario": int(data.get("limite_por_usuario", LIMITE_POR_USUARIO_PREDETERMINADO)),
         "max_por_solicitud": int(data.get("max_por_solicitud", MAX_POR_SOLICITUD_PREDETERMINADO)),
+        # Who created it (the reservations service lets them read its reservations); None before accounts.
+        "organizador_id": data.get("organizador_id"),
     }
 
 
@@ -49,7 +51,7 @@ def date_score(fecha: str) -> float:
 def with_availability(doc: Mapping[str, Any], sales: Mapping[str, str]) -> dict[str, Any]:
     """Merge the sales counters; never below 0 even if the projection saw more sales than seats."""
     sold = int(sales.get(keys.TOTAL_FIELD, 0))
-    out = {**LIMITES_PREDETERMINADOS, **doc}  # a document projected before the limits existed lacks them
+    out = {**LIMITES_PREDETERMINADOS, "organizador_id": None, **doc}  # projected before these fields existed
     out["entradas_disponibles"] = max(0, int(doc["aforo_total"]) - sold)
     if doc.get("secciones") is not None:
         out["secciones"] = [

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Protocol
 
 import orjson
 
 from eventflow.errors import NotFound, Unprocessable
 
-# evento_id = uuid5(NAMESPACE, idempotency_key): the append with expected_version 0 is the idempotency claim.
-NAMESPACE = uuid.UUID("0b7e7f3a-5d2c-5e21-8f6a-4c3d2e1f0a99")
+
+class Ids(Protocol):
+    """Keyed ids (eventflow.crypto.Pseudonymizer): the same value gives the same id, only with the key."""
+
+    def id_for(self, kind: str, value: str) -> str: ...
 
 
-def evento_id_para(idempotency_key: str) -> str:
-    return str(uuid.uuid5(NAMESPACE, idempotency_key))
+def evento_id_para(ids: Ids, organizador_id: str, idempotency_key: str) -> str:
+    """The append with expected_version 0 to this id is the idempotency claim. Keyed (HMAC) and per organizer:
+    nobody can compute another organizer's event id from a key they saw, or claim it first."""
+    return ids.id_for("evento", f"{organizador_id}:{idempotency_key}")
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class Evento:
     venta_desde: datetime | None
     limite_por_usuario: int  # tickets one buyer may hold for this event, over all their reservations
     max_por_solicitud: int  # tickets (seats) one reservation request may ask for
+    organizador_id: str | None = None  # who created it (their usuario_id): may read its reservations
 
 
 @dataclass(frozen=True)

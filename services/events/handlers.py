@@ -1,7 +1,8 @@
 """Service layer: judge the command, append the event to the log (the system of record), wait for the read model.
 
-With an Idempotency-Key the event id is derived from the key, so the append with expected_version 0 is the
-idempotency claim: a retry (or a concurrent duplicate) finds the stored event and answers with it.
+With an Idempotency-Key the event id is derived from the organizer and the key (keyed: see domain.evento_id_para),
+so the append with expected_version 0 is the idempotency claim: a retry (or a concurrent duplicate) finds the
+stored event and answers with it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Protocol, cast
 
 from eventflow import contracts
 from eventflow.eventstore import ConcurrencyConflict, NewEvent, StoredEvent
-from services.events.domain import ClaveReutilizada, CrearEvento, Evento, evento_id_para
+from services.events.domain import ClaveReutilizada, CrearEvento, Evento, Ids, evento_id_para
 from services.events.rules import nuevo_evento
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class WriteDeps:
     catalog: ReadModel  # the projection a new event must reach before the POST answers
     clock: Callable[[], datetime]
     read_your_writes_timeout: float
+    ids: Ids  # keyed ids for Idempotency-Keys (the pseudonym key)
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class EventoPublicado:
 
 def evento_creado(evento: Evento) -> contracts.EventoCreadoData:
     """The published payload (the reservations service builds its inventory from it): exactly the contract."""
-    return contracts.EventoCreadoData(
+    data = contracts.EventoCreadoData(
         nombre=evento.nombre,
         descripcion=evento.descripcion,
         fecha=evento.fecha.isoformat(),
@@ -64,19 +66,25 @@ def evento_creado(evento: Evento) -> contracts.EventoCreadoData:
         limite_por_usuario=evento.limite_por_usuario,
         max_por_solicitud=evento.max_por_solicitud,
     )
+    if evento.organizador_id is not None:
+        data["organizador_id"] = evento.organizador_id
+    return data
 
 
-async def crear_evento(cmd: CrearEvento, deps: WriteDeps, idempotency_key: str | None = None) -> EventoPublicado:
+async def crear_evento(
+    cmd: CrearEvento, organizador_id: str, deps: WriteDeps, idempotency_key: str | None = None
+) -> EventoPublicado:
+    """`organizador_id`: the verified caller, recorded in the event (the API checked their role)."""
     if idempotency_key is None:
-        return await _crear(cmd, str(uuid.uuid4()), None, deps)
-    evento_id, huella = evento_id_para(idempotency_key), cmd.huella()
+        return await _crear(cmd, str(uuid.uuid4()), organizador_id, None, deps)
+    evento_id, huella = evento_id_para(deps.ids, organizador_id, idempotency_key), cmd.huella()
     # Any replica may answer this first look: a stale "absent" only leads to the append below, which the
     # leader refuses (expected version 0) if the event exists; the look after a conflict asks the leader.
     existing = await _existing(evento_id, huella, deps, direct=True)
     if existing is not None:
         return existing
     try:
-        return await _crear(cmd, evento_id, huella, deps)
+        return await _crear(cmd, evento_id, organizador_id, huella, deps)
     except ConcurrencyConflict:  # a concurrent request with the same key appended first
         existing = await _existing(evento_id, huella, deps)
         if existing is None:
@@ -84,8 +92,10 @@ async def crear_evento(cmd: CrearEvento, deps: WriteDeps, idempotency_key: str |
         return existing
 
 
-async def _crear(cmd: CrearEvento, evento_id: str, huella: str | None, deps: WriteDeps) -> EventoPublicado:
-    evento = nuevo_evento(cmd, evento_id, deps.clock())
+async def _crear(
+    cmd: CrearEvento, evento_id: str, organizador_id: str, huella: str | None, deps: WriteDeps
+) -> EventoPublicado:
+    evento = nuevo_evento(cmd, evento_id, deps.clock(), organizador_id)
     data = evento_creado(evento)
     stored = dict(data) if huella is None else {**data, HUELLA: huella}
     seq = await deps.log.append(evento.id, [NewEvent(contracts.EVENTO_CREADO, stored)], expected_version=0)

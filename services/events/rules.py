@@ -123,7 +123,7 @@ def _fechas(cmd: CrearEvento, now: datetime, errors: list[FieldError]) -> tuple[
     return fecha or now, venta_desde
 
 
-def nuevo_evento(cmd: CrearEvento, evento_id: str, now: datetime) -> Evento:
+def nuevo_evento(cmd: CrearEvento, evento_id: str, now: datetime, organizador_id: str | None = None) -> Evento:
     """Judge the command; raises DatosInvalidos with every broken rule."""
     errors: list[FieldError] = []
     text = _text(cmd, errors)
@@ -147,6 +147,7 @@ def nuevo_evento(cmd: CrearEvento, evento_id: str, now: datetime) -> Evento:
         venta_desde=venta_desde,
         limite_por_usuario=limite,
         max_por_solicitud=maximo,
+        organizador_id=organizador_id,
     )
 
 

@@ -16,7 +16,6 @@ from eventflow.projections import Projection
 from eventflow.web import IdempotencyKeyMiddleware, ReadyCheck
 from eventflow.web import create_app as create_base_app
 from services.gateway.api import Gateway, router
-from services.gateway.auth import Authenticator, allow_all
 from services.gateway.config import GatewaySettings
 from services.gateway.ratelimit import RateLimiter
 
@@ -38,7 +37,7 @@ def _upstream_check(state: dict[str, Any], url: str) -> ReadyCheck:
     return check
 
 
-def create_app(settings: GatewaySettings | None = None, *, authenticate: Authenticator = allow_all) -> FastAPI:
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     upstreams = settings.enabled_upstreams()
 
@@ -48,7 +47,7 @@ def create_app(settings: GatewaySettings | None = None, *, authenticate: Authent
         session = client_session(timeout_s=settings.gateway_timeout)
         limiter = RateLimiter(redis, settings.rate_limit_per_s, settings.rate_limit_burst)
         state.update(redis=redis, session=session)
-        app.state.gateway = Gateway(session, upstreams, limiter, authenticate, settings.trust_forwarded_for)
+        app.state.gateway = Gateway(session, upstreams, limiter, settings.trust_forwarded_for)
         try:
             yield
         finally:

@@ -11,9 +11,13 @@ from yarl import URL
 from eventflow.errors import DomainError
 from eventflow.logs import request_id_var
 
-# Hop-by-hop and connection headers are left out on purpose; these are the ones the API speaks.
-REQUEST_HEADERS = ("content-type", "accept", "if-none-match", "if-match", "idempotency-key")
+# Hop-by-hop and connection headers are left out on purpose; these are the ones the API speaks. The bearer token
+# goes through as the client sent it: every service verifies it itself, and the gateway adds no identity header
+# (any other header a client sends, an X-User-Id say, is dropped here).
+REQUEST_HEADERS = ("content-type", "accept", "if-none-match", "if-match", "idempotency-key", "authorization")
 RESPONSE_HEADERS = (
+    "www-authenticate",
+    "pragma",
     "content-type",
     "etag",
     "cache-control",
@@ -57,12 +61,10 @@ async def forward(
     base_url: str,
     request: Request,
     client: str,
-    extra_headers: dict[str, str],
 ) -> Response:
     headers = {name: request.headers[name] for name in REQUEST_HEADERS if name in request.headers}
     headers["x-request-id"] = request_id_var.get() or ""
     headers["x-forwarded-for"] = client
-    headers.update(extra_headers)
     body = await request.body()
     try:
         async with session.request(

@@ -1,6 +1,9 @@
 """HTTP: POST /api/reservar, GET /api/reservas/{id} (and /api/reservar/{id}), POST .../cancelar, /metrics.
 
-Thin: build the command, call the handler, shape the answer. Card data stays in this request's memory.
+Thin: build the command, call the handler, shape the answer. Card data stays in this request's memory. Every
+/api route needs a signed-in caller (eventflow.auth verifies the token here, whoever forwarded the request);
+who may see or cancel which reservation is decided in handlers.py. /metrics is for the internal scraper: the
+gateway routes only /api/* and /.well-known/jwks.json, so it is never on the public port.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from eventflow.auth import Caller, Principal, Prohibido
 from eventflow.responses import JsonResponse
 from services.reservations import handlers
-from services.reservations.domain import CancelarReserva, ReservarEntradas, Saga, Tarjeta
+from services.reservations.domain import CancelarReserva, ReservarEntradas, Saga, Tarjeta, reserva_id_para
 
 router = APIRouter(tags=["reservas"])
 
@@ -28,7 +32,13 @@ class PagoIn(BaseModel):
 
 class ReservaIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    usuario_id: str = Field(min_length=1, max_length=64, pattern=r"^[-_a-zA-Z0-9]+$")
+    usuario_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[-_a-zA-Z0-9]+$",
+        description="The buyer: the signed-in caller (may be omitted); anyone else's id is refused with 403",
+    )
     evento_id: str = Field(min_length=1, max_length=64, pattern=r"^[-_a-zA-Z0-9]+$")
     cantidad: int
     asientos: list[Annotated[str, Field(min_length=1, max_length=32)]] | None = Field(default=None, max_length=50)
@@ -71,24 +81,36 @@ def _answer(saga: Saga, done_status: int, headers: dict[str, str] | None = None)
     return JsonResponse(reserva_out(saga), status_code=status, headers=headers)
 
 
+def comprador(caller: Principal, usuario_id: str | None) -> str:
+    """One buys in one's own name only: another user's id is 403 for everyone (an admin too: their purchases
+    would use up that user's per-event limit). A service's token buys nothing."""
+    if caller.es_servicio:
+        raise Prohibido("A service cannot make reservations.")
+    if usuario_id is not None and usuario_id != caller.sub:
+        raise Prohibido("A reservation is made in the signed-in buyer's own name: omit usuario_id or send yours.")
+    return caller.sub
+
+
 @router.post("/api/reservar", status_code=201, response_model=None)
 async def reservar(
-    body: ReservaIn, deps: DepsDep, request: Request, idempotency_key: IdempotencyKey = None
+    body: ReservaIn, caller: Caller, deps: DepsDep, request: Request, idempotency_key: IdempotencyKey = None
 ) -> Response:
     """201 with the outcome; 200 for a repeated Idempotency-Key; 202 + Location if still running after the wait.
 
-    Without an Idempotency-Key one is generated (IdempotencyKeyMiddleware) and echoed on every answer, errors
-    included, so the request can be retried safely with it.
+    Needs a signed-in buyer (401), buying in their own name (403). Without an Idempotency-Key one is generated
+    (IdempotencyKeyMiddleware) and echoed on every answer, errors included, so the request can be retried safely.
     """
     key = idempotency_key or str(uuid.uuid4())  # the middleware always sets one; direct calls may not
+    usuario_id = comprador(caller, body.usuario_id)
     pago = body.pago
     cmd = ReservarEntradas(
-        usuario_id=body.usuario_id,
+        usuario_id=usuario_id,
         evento_id=body.evento_id,
         cantidad=body.cantidad,
         asientos=tuple(body.asientos or ()),
         tarjeta=Tarjeta(pago.numero_tarjeta, pago.vencimiento, pago.cvc),
         idempotency_key=key,
+        reserva_id=reserva_id_para(deps.ids, usuario_id, key),
     )
     saga, created = await handlers.reservar(cmd, deps)
     saga = await handlers.esperar(saga, deps, request.app.state.espera_s)
@@ -97,13 +119,16 @@ async def reservar(
 
 @router.get("/api/reservas/{reserva_id}", response_model=None)
 @router.get("/api/reservar/{reserva_id}", response_model=None)
-async def consultar(reserva_id: str, deps: DepsDep) -> Response:
-    """Read from the saga's own record on the CP side: always the latest state."""
-    return JsonResponse(reserva_out(await handlers.consultar(reserva_id, deps)))
+async def consultar(reserva_id: str, caller: Caller, deps: DepsDep) -> Response:
+    """Its buyer, its event's organizer or an admin (anyone else: 404, as for an unknown id). Read from the saga's
+    own record on the CP side: always the latest state."""
+    return JsonResponse(reserva_out(await handlers.ver(reserva_id, caller, deps)))
 
 
 @router.post("/api/reservas/{reserva_id}/cancelar", response_model=None)
-async def cancelar(reserva_id: str, deps: DepsDep, request: Request) -> Response:
+async def cancelar(reserva_id: str, caller: Caller, deps: DepsDep, request: Request) -> Response:
+    """Its buyer or an admin; 403 for its event's organizer, 404 for anyone who may not read it."""
+    await handlers.autorizar_cancelacion(reserva_id, caller, deps)
     saga = await handlers.cancelar(CancelarReserva(reserva_id), deps)
     saga = await handlers.esperar(saga, deps, request.app.state.espera_s)
     return _answer(saga, 200)

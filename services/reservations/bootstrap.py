@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 from fastapi import FastAPI
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -22,6 +23,7 @@ from eventflow.http import client_session
 from eventflow.jetstream import RESERVAS, StreamSpec, connect
 from eventflow.projections import Projection
 from eventflow.runtime import Infrastructure
+from eventflow.service_token import ServiceToken
 from eventflow.web import IdempotencyKeyMiddleware, ReadyCheck
 from eventflow.web import create_app as create_base_app
 from services.reservations import api
@@ -123,6 +125,12 @@ def saga_config(cfg: ReservasSettings) -> SagaConfig:
     )
 
 
+def own_token(settings: Settings, session: aiohttp.ClientSession) -> ServiceToken:
+    """This service's own token for the users service, from its client credential (eventflow.system.service_env)."""
+    assert settings.client_id and settings.client_secret, "checked in create_app"
+    return ServiceToken(session, settings.users_url, settings.client_id, settings.client_secret)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -135,6 +143,11 @@ def create_app(
 ) -> FastAPI:
     settings = settings or Settings()
     cfg = reservas or ReservasSettings()
+    if usuarios is None and not (settings.client_id and settings.client_secret):
+        raise RuntimeError(
+            "EVENTFLOW_CLIENT_ID and EVENTFLOW_CLIENT_SECRET are required: the reservation chain asks the users "
+            "service with this service's own token (make run gives every service its credential)"
+        )
     checks: dict[str, ReadyCheck] = {}
 
     @asynccontextmanager
@@ -161,15 +174,22 @@ def create_app(
             saga_config(cfg),
             on_intervention=count_intervention,
         )
-        cadena = build_chain(
-            cfg,
-            usuarios or HttpDirectorioUsuarios(session, settings.users_url, cfg.cache_usuarios_s),
-            eventos or HttpCatalogoEventos(session, settings.events_url, cfg.cache_eventos_s),
-            inv,
-            pay,
-            reloj,
+        catalogo = eventos or HttpCatalogoEventos(session, settings.events_url, cfg.cache_eventos_s)
+        directorio = usuarios or HttpDirectorioUsuarios(
+            own_token(settings, session), settings.users_url, cfg.cache_usuarios_s
         )
-        app.state.deps = Deps(store, ReservationArchive(reservas), orquestador, cadena, cfg.instancia, cfg.lease_s)
+        cadena = build_chain(cfg, directorio, catalogo, inv, pay, reloj)
+        app.state.verifier = await infra.token_verifier(session)
+        app.state.deps = Deps(
+            store,
+            ReservationArchive(reservas),
+            orquestador,
+            cadena,
+            cfg.instancia,
+            cfg.lease_s,
+            eventos=catalogo,
+            ids=infra.pseudonymizer(),
+        )
         app.state.espera_s = cfg.espera_s
         app.state.orquestador = orquestador
         app.state.inventario, app.state.pagos = inv, pay

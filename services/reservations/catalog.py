@@ -1,7 +1,8 @@
 """Ports to the users and events services, their aiohttp adapters, and a short in-process cache.
 
 The chain reads these to fail fast; none of them is an authority (the inventory hold is). Caching an
-event for a second or two keeps a hot event from costing one HTTP round trip per request.
+event for a second or two keeps a hot event from costing one HTTP round trip per request. The users service
+is asked with this service's own token (client credentials, eventflow.service_token); events are public.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import aiohttp
 
 from eventflow.errors import Unavailable
 from eventflow.http import get_json
+from eventflow.service_token import ServiceToken, ServiceTokenError
 from services.reservations.domain import EventoInfo
 
 
@@ -57,6 +59,7 @@ def evento_desde_documento(doc: dict[str, Any]) -> EventoInfo:
         numerado=bool(doc.get("secciones")),
         limite_por_usuario=limite,
         max_por_solicitud=min(limite, int(doc.get("max_por_solicitud") or MAX_POR_DEFECTO)),
+        organizador_id=str(doc["organizador_id"]) if doc.get("organizador_id") else None,
     )
 
 
@@ -94,17 +97,19 @@ class _TtlCache(Generic[V]):
 
 
 class HttpDirectorioUsuarios:
-    """GET {users_url}/api/usuarios/{id}: 200 exists, 404 does not, anything else is unavailable."""
+    """GET {users_url}/api/usuarios/{id}/existe with our service token: 204 exists, 404 does not, anything else
+    (a token the users service keeps refusing included) is unavailable. It answers no personal data."""
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, cache_s: float = 5.0) -> None:
-        self.session = session
+    def __init__(self, token: ServiceToken, base_url: str, cache_s: float = 5.0) -> None:
+        self.token = token
         self.base_url = base_url.rstrip("/")
         self._cache: _TtlCache[bool] = _TtlCache(cache_s)
 
     async def existe(self, usuario_id: str) -> bool:
         async def fetch() -> bool | None:
-            status, _ = await _get(self.session, f"{self.base_url}/api/usuarios/{usuario_id}", "users")
-            return True if status == 200 else None
+            url = f"{self.base_url}/api/usuarios/{usuario_id}/existe"
+            status, _ = await _get(self.token.get_json, url, "users")
+            return True if status == 204 else None
 
         return bool(await self._cache.get(usuario_id, fetch))
 
@@ -117,23 +122,26 @@ class HttpCatalogoEventos:
 
     async def evento(self, evento_id: str) -> EventoInfo | None:
         async def fetch() -> EventoInfo | None:
-            status, body = await _get(self.session, f"{self.base_url}/api/eventos/{evento_id}", "events")
+            url = f"{self.base_url}/api/eventos/{evento_id}"
+            status, body = await _get(lambda u: get_json(self.session, u), url, "events")
             return evento_desde_documento(body) if status == 200 and isinstance(body, dict) else None
 
         return await self._cache.get(evento_id, fetch)
 
 
-async def _get(session: aiohttp.ClientSession, url: str, service: str) -> tuple[int, Any]:
+async def _get(get: Callable[[str], Awaitable[tuple[int, Any]]], url: str, service: str) -> tuple[int, Any]:
     """One retry for a dropped keep-alive connection (the server closed it as we reused it): GET is safe."""
     for attempt in (1, 2):
         try:
-            status, body = await get_json(session, url)
+            status, body = await get(url)
             break
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
             if attempt == 2:
                 raise Unavailable(f"the {service} service dropped the connection") from None
         except (aiohttp.ClientError, TimeoutError) as err:
             raise Unavailable(f"the {service} service did not answer ({type(err).__name__})") from None
-    if status not in (200, 404):
+        except ServiceTokenError as err:
+            raise Unavailable(f"no service token to call the {service} service ({err})") from None
+    if status not in (200, 204, 404):
         raise Unavailable(f"the {service} service answered {status}")
     return status, body

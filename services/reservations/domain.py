@@ -12,12 +12,9 @@ import uuid
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from eventflow.errors import Conflict, DomainError, NotFound, Unprocessable
-
-# reserva_id = uuid5(NAMESPACE, f"{usuario_id}:{idempotency_key}"): the saga's create is the idempotency claim.
-NAMESPACE = uuid.UUID("6f1c0e6a-3c1b-5b8e-9a43-2f4f7c1d9e10")
 
 
 class Estado(StrEnum):
@@ -43,8 +40,16 @@ PASOS_CANCELACION = ("refund", "return_sale", "record_cancel")
 COMPENSACION_DE = {"hold": "release", "authorize": "void", "confirm": None, "capture": None, "record": None}
 
 
-def reserva_id_para(usuario_id: str, idempotency_key: str) -> str:
-    return str(uuid.uuid5(NAMESPACE, f"{usuario_id}:{idempotency_key}"))
+class Ids(Protocol):
+    """Keyed ids (eventflow.crypto.Pseudonymizer): the same value gives the same id, only with the key."""
+
+    def id_for(self, kind: str, value: str) -> str: ...
+
+
+def reserva_id_para(ids: Ids, usuario_id: str, idempotency_key: str) -> str:
+    """The saga's create under this id is the idempotency claim. Keyed (HMAC): nobody without the key can compute
+    a reservation's id from a buyer's id and a key they saw, so ids reveal nothing and cannot be claimed first."""
+    return ids.id_for("reserva", f"{usuario_id}:{idempotency_key}")
 
 
 def es_reserva_id(texto: str) -> bool:
@@ -76,10 +81,7 @@ class ReservarEntradas:
     asientos: tuple[str, ...]
     tarjeta: Tarjeta = field(repr=False)
     idempotency_key: str
-
-    @property
-    def reserva_id(self) -> str:
-        return reserva_id_para(self.usuario_id, self.idempotency_key)
+    reserva_id: str  # reserva_id_para(ids, usuario_id, idempotency_key)
 
     def huella(self) -> str:
         """What "the same request" means for an Idempotency-Key: the order, not the card (never hashed)."""
@@ -105,6 +107,7 @@ class EventoInfo:
     numerado: bool
     limite_por_usuario: int = 10  # tickets per user for this event, sold + held (the organizer's choice)
     max_por_solicitud: int = 10  # tickets in one request; never above limite_por_usuario
+    organizador_id: str | None = None  # may read the event's reservations (None: created before accounts)
 
 
 @dataclass

@@ -3,6 +3,10 @@
 
 A reservation lives in the SAGAS bucket while its saga runs and in the RESERVAS stream once it has finished
 (saga_store.py), so every read looks in both, in that order.
+
+Who may do what: a reservation is read by its buyer, the organizer of its event and an admin; anyone else gets the
+404 an unknown id gets, so its existence is not revealed. It is cancelled by its buyer or an admin; the organizer,
+who may read it, gets 403 (not 404: they know it exists).
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from eventflow.auth import ORGANIZADOR, Principal, Prohibido
 from eventflow.errors import Conflict
+from services.reservations.catalog import CatalogoEventos
 from services.reservations.chain import Manejador, Solicitud
 from services.reservations.domain import (
     PASOS_CANCELACION,
@@ -18,6 +24,7 @@ from services.reservations.domain import (
     ClaveReutilizada,
     Estado,
     Fase,
+    Ids,
     ReservaNoCancelable,
     ReservaNoEncontrada,
     ReservarEntradas,
@@ -26,6 +33,8 @@ from services.reservations.domain import (
 )
 from services.reservations.saga import Orquestador
 from services.reservations.saga_store import ReservationArchive, SagaStore, SagaTomada, SagaYaExiste
+
+NO_SUCH_RESERVATION = "no reservation has this id"  # one answer for an unknown id and one the caller may not see
 
 
 @dataclass
@@ -36,6 +45,8 @@ class Deps:
     cadena: Manejador
     owner: str
     lease_s: float
+    eventos: CatalogoEventos  # whose event it is: its organizer may read its reservations
+    ids: Ids  # reservation ids from Idempotency-Keys (keyed)
 
 
 def nueva_saga(cmd: ReservarEntradas, solicitud: Solicitud) -> Saga:
@@ -110,8 +121,33 @@ async def _find(reserva_id: str, deps: Deps, *, direct: bool = False) -> Saga | 
 async def consultar(reserva_id: str, deps: Deps) -> Saga:
     saga = await _find(reserva_id, deps) if es_reserva_id(reserva_id) else None
     if saga is None:
-        raise ReservaNoEncontrada("no reservation has this id")
+        raise ReservaNoEncontrada(NO_SUCH_RESERVATION)
     return saga
+
+
+async def ver(reserva_id: str, caller: Principal, deps: Deps) -> Saga:
+    """The reservation, for its buyer, its event's organizer or an admin; for anyone else, the unknown id's 404."""
+    saga = await consultar(reserva_id, deps)
+    if not await _puede_ver(caller, saga, deps):
+        raise ReservaNoEncontrada(NO_SUCH_RESERVATION)
+    return saga
+
+
+async def autorizar_cancelacion(reserva_id: str, caller: Principal, deps: Deps) -> None:
+    """Its buyer or an admin; 403 for the event's organizer (cancelling a whole event is another operation),
+    404 for anyone who may not even read it."""
+    saga = await ver(reserva_id, caller, deps)
+    if caller.sub != saga.usuario_id and not caller.es_admin:
+        raise Prohibido("Only the buyer or an admin can cancel this reservation.")
+
+
+async def _puede_ver(caller: Principal, saga: Saga, deps: Deps) -> bool:
+    if caller.sub == saga.usuario_id or caller.es_admin:
+        return True
+    if not caller.tiene(ORGANIZADOR):
+        return False  # no lookup for a plain stranger
+    evento = await deps.eventos.evento(saga.evento_id)
+    return evento is not None and evento.organizador_id == caller.sub
 
 
 async def esperar(saga: Saga, deps: Deps, timeout: float) -> Saga:

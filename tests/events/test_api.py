@@ -10,7 +10,7 @@ from eventflow.jetstream import EVENTOS
 from tests.events.helpers import evento_body, iso_in
 
 
-async def test_create_answers_201_with_location_and_is_readable_at_once(client):
+async def test_create_answers_201_with_location_and_is_readable_at_once(client, organizer):
     body = evento_body(fecha=iso_in(40, tz="+05:30"), precio=19.99)
     created = await client.post("/api/eventos", json=body)
     assert created.status_code == 201, created.text
@@ -22,13 +22,14 @@ async def test_create_answers_201_with_location_and_is_readable_at_once(client):
     assert (doc["aforo_total"], doc["entradas_disponibles"]) == (100, 100)
     assert doc["secciones"] is None and doc["venta_desde"] is None
     assert (doc["limite_por_usuario"], doc["max_por_solicitud"]) == (10, 10)
+    assert doc["organizador_id"] == organizer.id
 
     read = await client.get(created.headers["location"])  # read-your-writes: no retry loop
     assert read.status_code == 200
     assert read.json() == doc
 
 
-async def test_the_log_holds_exactly_the_contract_payload(client, js):
+async def test_the_log_holds_exactly_the_contract_payload(client, js, organizer):
     body = evento_body(
         aforo_total=None,
         secciones=[{"nombre": "Platea", "asientos": 3}, {"nombre": "VIP", "asientos": 2}],
@@ -41,9 +42,11 @@ async def test_the_log_holds_exactly_the_contract_payload(client, js):
     events, version = await EventStore(js, EVENTOS).load(evento_id)
     assert version == events[0].seq and [e.type for e in events] == [EVENTO_CREADO]
     data = events[0].data
-    # Every field but `huella` (no Idempotency-Key); the limits are NotRequired only for older events.
-    assert set(data) == EventoCreadoData.__required_keys__ | {"limite_por_usuario", "max_por_solicitud"}
-    assert EventoCreadoData.__optional_keys__ == {"huella", "limite_por_usuario", "max_por_solicitud"}
+    # Every field but `huella` (no Idempotency-Key); the limits and the organizer are NotRequired only for older
+    # events.
+    always = {"limite_por_usuario", "max_por_solicitud", "organizador_id"}
+    assert set(data) == EventoCreadoData.__required_keys__ | always
+    assert EventoCreadoData.__optional_keys__ == {"huella", *always}
     assert data == {
         "nombre": "Concierto de prueba",
         "descripcion": "Una noche de música",
@@ -56,6 +59,7 @@ async def test_the_log_holds_exactly_the_contract_payload(client, js):
         "venta_desde": body["venta_desde"].replace("Z", "+00:00"),
         "limite_por_usuario": 10,
         "max_por_solicitud": 10,
+        "organizador_id": organizer.id,
     }
     doc = (await client.get(f"/api/eventos/{evento_id}")).json()
     assert doc["secciones"] == [
@@ -142,6 +146,7 @@ async def test_an_event_created_before_the_limits_existed_shows_the_defaults(app
     assert await app.state.runners[0].wait_for(seq, 10)
     doc = (await client.get(f"/api/eventos/{evento_id}")).json()
     assert (doc["limite_por_usuario"], doc["max_por_solicitud"]) == (10, 10)
+    assert doc["organizador_id"] is None  # created before accounts: no organizer
 
 
 async def test_malformed_requests_are_422_in_the_same_shape(client):

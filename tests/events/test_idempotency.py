@@ -1,4 +1,4 @@
-"""Idempotency-Key on POST /api/eventos, on the real NATS and Redis: one key, one event in the log."""
+"""Idempotency-Key on POST /api/eventos, on the real NATS and Redis: one key, one event in the log, per organizer."""
 
 from __future__ import annotations
 
@@ -6,23 +6,28 @@ import asyncio
 import uuid
 
 from eventflow.contracts import EVENTO_CREADO
+from eventflow.crypto import Pseudonymizer
 from eventflow.eventstore import EventStore
 from eventflow.jetstream import EVENTOS
 from services.events.domain import evento_id_para
 from tests.events.helpers import evento_body, unique
 
 
+def expected_id(settings, organizer, idempotency_key: str) -> str:
+    return evento_id_para(Pseudonymizer(settings.pseudonym_key_bytes), organizer.id, idempotency_key)
+
+
 def key() -> dict[str, str]:
     return {"Idempotency-Key": str(uuid.uuid4())}
 
 
-async def test_same_key_and_body_twice_answers_the_same_event_once_in_the_log(client, js):
+async def test_same_key_and_body_twice_answers_the_same_event_once_in_the_log(client, js, settings, organizer):
     body, headers = evento_body(nombre=unique("Idem")), key()
     first = await client.post("/api/eventos", json=body, headers=headers)
     again = await client.post("/api/eventos", json=body, headers=headers)
     assert (first.status_code, again.status_code) == (201, 200), again.text
     assert again.json() == first.json()
-    assert first.json()["id"] == evento_id_para(headers["Idempotency-Key"])
+    assert first.json()["id"] == expected_id(settings, organizer, headers["Idempotency-Key"])
     assert again.headers["location"] == first.headers["location"]
     assert again.headers["idempotency-key"] == headers["Idempotency-Key"]
     events, _ = await EventStore(js, EVENTOS).load(first.json()["id"])
@@ -30,11 +35,11 @@ async def test_same_key_and_body_twice_answers_the_same_event_once_in_the_log(cl
     assert (await client.get(first.headers["location"])).json()["nombre"] == body["nombre"]
 
 
-async def test_concurrent_requests_with_one_key_create_one_event(client, js):
+async def test_concurrent_requests_with_one_key_create_one_event(client, js, settings, organizer):
     body, headers = evento_body(nombre=unique("Race")), key()
     answers = await asyncio.gather(*(client.post("/api/eventos", json=body, headers=headers) for _ in range(8)))
     assert sorted(a.status_code for a in answers) == [200] * 7 + [201], [a.text for a in answers]
-    assert {a.json()["id"] for a in answers} == {evento_id_para(headers["Idempotency-Key"])}
+    assert {a.json()["id"] for a in answers} == {expected_id(settings, organizer, headers["Idempotency-Key"])}
     events, _ = await EventStore(js, EVENTOS).load(answers[0].json()["id"])
     assert len(events) == 1
 

@@ -32,7 +32,7 @@ async def snapshot(client, ids: list[str], queries: list[dict]) -> tuple[list, l
     return docs, pages
 
 
-async def test_drop_and_rebuild_gives_identical_documents_and_listings(settings, js, redis):
+async def test_drop_and_rebuild_gives_identical_documents_and_listings(settings, js, redis, organizer):
     categoria, tag = unique("cat"), unique("zq")
     seated = {"aforo_total": None, "secciones": [{"nombre": "A", "asientos": 4}, {"nombre": "B", "asientos": 2}]}
     bodies = [
@@ -48,6 +48,7 @@ async def test_drop_and_rebuild_gives_identical_documents_and_listings(settings,
     ]
     app = create_app(settings)
     async with api_client(app) as client:
+        client.headers.update(organizer.headers)
         ids = [(await client.post("/api/eventos", json=body)).json()["id"] for body in bodies]
         await confirm_sale(js, ids[0], 5)
         seat_sale, _ = await confirm_sale(js, ids[1], 3, ["A-1", "A-2", "B-1"])

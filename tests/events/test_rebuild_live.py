@@ -66,11 +66,12 @@ async def read_model(settings) -> tuple[dict, set]:
         await client.aclose()
 
 
-async def test_reads_stay_available_and_complete_during_a_rebuild(servers, js):
+async def test_reads_stay_available_and_complete_during_a_rebuild(servers, js, organizer):
     settings = await fresh_db(servers, 10)
     tag = unique("zr")
     app = create_app(settings)
     async with api_client(app) as client:
+        client.headers.update(organizer.headers)
         seated = {"aforo_total": None, "secciones": [{"nombre": "A", "asientos": 4}, {"nombre": "B", "asientos": 2}]}
         ids = await create_events(client, 2, categoria=tag) + await create_events(client, 1, categoria=tag, **seated)
         await confirm_sale(js, ids[0], 2)
@@ -126,11 +127,12 @@ async def test_reads_stay_available_and_complete_during_a_rebuild(servers, js):
         assert app.state.generation.current == 1
 
 
-async def test_a_rebuild_under_live_sales_counts_each_sale_once_and_equals_a_cold_rebuild(servers, js):
+async def test_a_rebuild_under_live_sales_counts_each_sale_once_and_equals_a_cold_rebuild(servers, js, organizer):
     settings = await fresh_db(servers, 11)
     sold: Counter[str] = Counter()  # what this test sold and did not cancel: the truth to compare with
     app = create_app(settings)
     async with api_client(app) as client:
+        client.headers.update(organizer.headers)
         ids = await create_events(client, 3, aforo_total=AFORO)
 
         async def sell(evento_id: str, n: int) -> tuple[str, int]:

@@ -12,7 +12,9 @@ from eventflow.servers import free_port
 from services.gateway.bootstrap import create_app
 from services.gateway.config import GatewaySettings
 from tests.gateway.upstreams import ETAG, echo_upstreams
+from tests.reservations.helpers import serve
 from tests.utils.app import api_client
+from tests.utils.auth import registrar
 
 SERVICES = ("users", "events", "reservations")
 
@@ -87,6 +89,7 @@ async def test_returns_status_body_and_chosen_headers(gateway: httpx.AsyncClient
     assert response.headers["location"] == "/api/eventos/e1/1"
     assert response.headers["retry-after"] == "3"
     assert response.headers["idempotency-key"] == "generated-key"  # a key the service made up for the client
+    assert response.headers["www-authenticate"] == 'Bearer realm="eventflow"'  # a 401's challenge reaches the client
     assert "x-internal-secret" not in response.headers
     assert response.headers.get_list("x-request-id") == [response.json()["headers"]["x-request-id"]]
 
@@ -108,6 +111,9 @@ async def test_makes_a_request_id_when_the_client_sends_none(gateway: httpx.Asyn
         ("/api/reservar", "reservations"),
         ("/api/reservar/r1", "reservations"),
         ("/api/reservas/r1/cancelar", "reservations"),
+        ("/api/auth/token", "users"),
+        ("/api/auth/refresh", "users"),
+        ("/api/auth/logout", "users"),
     ],
 )
 async def test_routes_each_prefix_to_its_service(gateway: httpx.AsyncClient, path: str, service: str) -> None:
@@ -215,3 +221,51 @@ async def test_redis_down_lets_requests_through_but_is_not_ready(settings: Setti
         assert (await client.get("/api/eventos")).status_code == 200
         body = assert_problem(await client.get("/health/ready"), 503)
         assert body["checks"]["redis"].startswith("failing")
+
+
+async def test_the_issuers_public_keys_are_routed_to_the_users_service(gateway: httpx.AsyncClient) -> None:
+    seen = (await gateway.get("/.well-known/jwks.json")).json()
+    assert (seen["service"], seen["raw_path"]) == ("users", "/.well-known/jwks.json")
+
+
+async def test_the_bearer_token_goes_through_untouched_and_no_identity_is_added(gateway: httpx.AsyncClient) -> None:
+    """Every service verifies the token itself: the gateway must neither vouch for a caller nor let a client do it."""
+    forged_identity = {"x-user-id": "admin", "x-usuario-id": "u1", "x-forwarded-user": "u1", "x-roles": "admin"}
+    token = {"authorization": "Bearer aaa.bbb.ccc"}
+    seen = (await gateway.get("/api/eventos", headers={**token, **forged_identity})).json()["headers"]
+    assert seen["authorization"] == token["authorization"]
+    aiohttp_own = {"host", "user-agent", "accept", "accept-encoding", "content-length", "content-type"}
+    assert set(seen) <= aiohttp_own | {"authorization", "x-request-id", "x-forwarded-for"}, seen
+    anonymous = (await gateway.get("/api/eventos", headers=forged_identity)).json()["headers"]
+    assert "authorization" not in anonymous
+
+
+@pytest.mark.parametrize(
+    "path", ["/metrics", "/health/metrics", "/api/reservas/../../metrics", "/api/reservas/%2e%2e/%2e%2e/metrics"]
+)
+async def test_internal_endpoints_are_never_forwarded(gateway: httpx.AsyncClient, path: str) -> None:
+    """A service's /metrics stays on its own port (for the scraper): the public port forwards only the API. (The
+    gateway may answer a /metrics of its own, guarded by eventflow.metrics; no upstream is asked.)"""
+    url = httpx.URL("http://testserver").copy_with(raw_path=path.encode())
+    response = await gateway.get(url)
+    assert '"service"' not in response.text, "an upstream was asked"
+    if response.status_code != 200:
+        assert_problem(response, 404)
+
+
+async def test_a_client_signs_in_and_is_recognized_through_the_gateway(settings: Settings) -> None:
+    """The real users service behind the gateway: the token endpoint, the JWKS, and a bearer-protected route."""
+    from services.users.bootstrap import create_app as users_app
+
+    async with serve(users_app(settings)) as users_url:
+        conf = gateway_settings(settings, {"users": users_url}, gateway_upstreams="users")
+        async with api_client(create_app(conf)) as client:
+            cuenta = await registrar(client)
+            jwks = await client.get("/.well-known/jwks.json")
+            assert jwks.status_code == 200 and jwks.json()["keys"]
+            me = await client.get("/api/usuarios/me", headers=cuenta.headers)
+            assert (me.status_code, me.json()["id"]) == (200, cuenta.id)
+            anonymous = await client.get("/api/usuarios/me")
+            assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Bearer")
+            refreshed = await client.post("/api/auth/refresh", json={"refresh_token": cuenta.refresh_token})
+            assert refreshed.status_code == 200 and refreshed.headers["cache-control"] == "no-store"

@@ -43,6 +43,7 @@ def echo_app(name: str) -> FastAPI:
             "location": f"/{path}/1",
             "retry-after": "3",
             "idempotency-key": "generated-key",
+            "www-authenticate": 'Bearer realm="eventflow"',
             "x-internal-secret": "never leaves the cluster",
         }
         return JSONResponse(received, status_code=int(request.query_params.get("status", 200)), headers=headers)

@@ -1,5 +1,5 @@
 """Plain helpers: real uvicorn servers in the test loop, request bodies, users and events made through
-the real users/events services."""
+the real users/events services (users sign in through the real token endpoint: no test switches auth off)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from eventflow.auth import ORGANIZADOR
 from eventflow.config import Settings
 from eventflow.servers import free_port
+from tests.utils.auth import Cuenta, bearer, con_rol, registrar
 
 VISA_OK = "4242424242424242"
 DECLINED = "4000000000000002"
@@ -29,6 +31,7 @@ def pago(numero: str = VISA_OK, vencimiento: str = "12/34", cvc: str = "123") ->
 
 
 def reserva(usuario_id: str, evento_id: str, cantidad: int = 1, **overrides: Any) -> dict[str, Any]:
+    """A request body; the buyer's token goes in the headers (`Catalog.headers(usuario_id)`)."""
     body: dict[str, Any] = {"usuario_id": usuario_id, "evento_id": evento_id, "cantidad": cantidad, "pago": pago()}
     body.update(overrides)
     return body
@@ -80,28 +83,26 @@ async def platform(settings: Settings) -> AsyncIterator[Settings]:
 
 
 class Catalog:
-    """Creates users and events through the real services' public APIs."""
+    """Creates users (signed in through the real token endpoint) and events (by an organizer) through the real
+    services' public APIs. `tokens` maps each buyer's usuario_id to their access token."""
 
     def __init__(self, settings: Settings) -> None:
         self.users = httpx.AsyncClient(base_url=settings.users_url, timeout=30)
         self.events = httpx.AsyncClient(base_url=settings.events_url, timeout=30)
+        self.tokens: dict[str, str] = {}
+        self._organizer: Cuenta | None = None
 
     async def aclose(self) -> None:
         await self.users.aclose()
         await self.events.aclose()
 
+    def headers(self, usuario_id: str) -> dict[str, str]:
+        return bearer(self.tokens[usuario_id])
+
     async def usuario(self) -> str:
-        tag = uuid.uuid4().hex[:10]
-        body = {
-            "tipo_documento": "Pasaporte",
-            "nro_documento": f"P{uuid.uuid4().int % 10**8:08d}",
-            "nombre": f"Nombre{tag}",
-            "apellido": f"Apellido{tag}",
-            "email": f"comprador.{tag}@ejemplo.com",
-        }
-        resp = await self.users.post("/api/usuarios", json=body)
-        assert resp.status_code == 201, resp.text
-        return str(resp.json()["id"])
+        cuenta = await registrar(self.users)
+        self.tokens[cuenta.id] = cuenta.token
+        return cuenta.id
 
     async def usuarios(self, n: int, concurrency: int = 32) -> list[str]:
         gate = asyncio.Semaphore(concurrency)
@@ -111,6 +112,17 @@ class Catalog:
                 return await self.usuario()
 
         return list(await asyncio.gather(*(one() for _ in range(n))))
+
+    async def con_rol(self, *roles: str) -> Cuenta:
+        cuenta = await con_rol(self.users, *roles)
+        self.tokens[cuenta.id] = cuenta.token
+        return cuenta
+
+    async def organizador(self) -> Cuenta:
+        """The organizer who creates this catalog's events (made once)."""
+        if self._organizer is None:
+            self._organizer = await self.con_rol(ORGANIZADOR)
+        return self._organizer
 
     async def evento(self, aforo: int = 100, precio: float = 20.0, **overrides: Any) -> str:
         body: dict[str, Any] = {
@@ -123,7 +135,8 @@ class Catalog:
             "categoria": "Musica",
         }
         body.update(overrides)
-        resp = await self.events.post("/api/eventos", json=body)
+        organizer = await self.organizador()
+        resp = await self.events.post("/api/eventos", json=body, headers=organizer.headers)
         assert resp.status_code == 201, resp.text
         return str(resp.json()["id"])
 

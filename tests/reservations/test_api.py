@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import pytest
 from nats.js import JetStreamContext
 
 from eventflow.config import Settings
+from eventflow.crypto import Pseudonymizer
 from services.reservations.bootstrap import ReservasSettings, create_app
 from services.reservations.domain import reserva_id_para
 from services.reservations.inventory_store import JetStreamInventoryStore
@@ -44,9 +46,20 @@ class Env:
     inventario: JetStreamInventoryStore
     pagos: SimulatedPaymentGateway
 
-    async def reservar(self, body: dict[str, Any], idem: str | None = None) -> httpx.Response:
+    async def reservar(self, body: dict[str, Any], idem: str | None = None, como: str | None = None) -> httpx.Response:
+        """As the buyer named in the body (or `como`), signed in."""
         headers = {"Idempotency-Key": idem} if idem else {}
+        headers.update(self.catalog.headers(como or body["usuario_id"]))
         return await self.client.post("/api/reservar", json=body, headers=headers)
+
+    async def ver(self, reserva_id: str, como: str, path: str = "/api/reservas/{}") -> httpx.Response:
+        return await self.client.get(path.format(reserva_id), headers=self.catalog.headers(como))
+
+    async def cancelar(self, reserva_id: str, como: str) -> httpx.Response:
+        return await self.client.post(f"/api/reservas/{reserva_id}/cancelar", headers=self.catalog.headers(como))
+
+    def reserva_id(self, usuario_id: str, idem: str) -> str:
+        return reserva_id_para(Pseudonymizer(self.settings.pseudonym_key_bytes), usuario_id, idem)
 
     async def comprador(self, aforo: int = 10, **evento: Any) -> tuple[str, str]:
         return await self.catalog.usuario(), await self.catalog.evento(aforo, **evento)
@@ -88,8 +101,8 @@ async def test_a_reservation_is_confirmed_charged_once_and_projected(env: Env) -
     assert body["pago"] == {"marca": "visa", "ultimos4": "4242"}
     assert [h["paso"] for h in body["historial"]] == ["hold", "authorize", "confirm", "capture", "record"]
     assert "4242424242424242" not in resp.text and "tok_" not in resp.text
-    for path in (f"/api/reservas/{body['id']}", f"/api/reservar/{body['id']}"):
-        got = await env.client.get(path)
+    for path in ("/api/reservas/{}", "/api/reservar/{}"):
+        got = await env.ver(body["id"], usuario, path)
         assert got.status_code == 200 and got.json()["estado"] == "confirmada"
     assert len(await env.captures(body["id"])) == 1
     assert (await env.inventario.availability(evento)).vendidas == 2
@@ -100,7 +113,7 @@ async def test_a_reservation_is_confirmed_charged_once_and_projected(env: Env) -
     await eventually(projected)
 
     async def in_history() -> bool:
-        doc = (await env.catalog.users.get(f"/api/usuarios/{usuario}")).json()
+        doc = (await env.catalog.users.get(f"/api/usuarios/{usuario}", headers=env.catalog.headers(usuario))).json()
         return any(c["reserva_id"] == body["id"] for c in doc.get("historial_compras", []))
 
     await eventually(in_history)
@@ -143,7 +156,6 @@ async def test_an_invalid_card_is_refused_by_the_chain(env: Env, numero: str, ve
 async def test_chain_rejections_name_the_handler(env: Env) -> None:
     usuario, evento = await env.comprador(aforo=10, limite_por_usuario=4)
     cases = [
-        (reserva("no-such-user", evento), 422, "ValidadorDeUsuario", "usuario_inexistente"),
         (reserva(usuario, "no-such-event"), 422, "ValidadorDeEvento", "evento_inexistente"),
         (reserva(usuario, evento, 0), 422, "ValidadorDeDatos", "cantidad_invalida"),
         (reserva(usuario, evento, 5), 422, "ValidadorDeEvento", "cantidad_invalida"),  # the event's max is 4
@@ -199,8 +211,7 @@ async def test_a_generated_idempotency_key_is_echoed(env: Env) -> None:
 async def test_cancel_refunds_and_gives_the_tickets_back_once(env: Env) -> None:
     usuario, evento = await env.comprador(aforo=5)
     confirmed = (await env.reservar(reserva(usuario, evento, 2), idem=key())).json()
-    path = f"/api/reservas/{confirmed['id']}/cancelar"
-    first, again = await env.client.post(path), await env.client.post(path)
+    first, again = await env.cancelar(confirmed["id"], usuario), await env.cancelar(confirmed["id"], usuario)
     assert (first.status_code, first.json()["estado"]) == (200, "cancelada")
     assert (again.status_code, again.json()["estado"]) == (200, "cancelada")
     assert [h["paso"] for h in first.json()["historial"]][-4:] == [
@@ -222,10 +233,10 @@ async def test_cancel_refunds_and_gives_the_tickets_back_once(env: Env) -> None:
 async def test_only_confirmed_reservations_can_be_cancelled(env: Env) -> None:
     usuario, evento = await env.comprador()
     rejected = (await env.reservar(reserva(usuario, evento, pago=pago(DECLINED)), idem=key())).json()
-    resp = await env.client.post(f"/api/reservas/{rejected['id']}/cancelar")
+    resp = await env.cancelar(rejected["id"], usuario)
     assert resp.status_code == 409 and resp.json()["estado"] == "rechazada"
-    assert (await env.client.post("/api/reservas/nope/cancelar")).status_code == 404
-    assert (await env.client.get("/api/reservas/nope")).status_code == 404
+    assert (await env.cancelar("nope", usuario)).status_code == 404
+    assert (await env.ver("nope", usuario)).status_code == 404
 
 
 async def test_metrics_count_outcomes(env: Env) -> None:
@@ -256,6 +267,7 @@ async def test_202_with_location_when_the_saga_outlasts_the_wait(env: Env, js: J
     cfg = reservas_cfg(f"{owner}-slow", espera_s=0.05)
     slow_pay = SimulatedPaymentGateway(js, latency_s=0.3)
     async with api_client(create_app(env.settings, reservas=cfg, pagos=slow_pay)) as slow:
+        slow.headers.update(env.catalog.headers(usuario))
         resp = await slow.post("/api/reservar", json=reserva(usuario, evento), headers={"Idempotency-Key": key()})
         assert resp.status_code == 202, resp.text
         assert resp.json()["estado"] == "pendiente" and resp.json()["en_curso"] is True
@@ -315,14 +327,15 @@ async def test_an_expired_hold_whose_tickets_were_sold_is_rejected_and_voided(
 ) -> None:
     slow_buyer, evento = await env.comprador(aforo=1)
     fast_buyer, idem = await env.catalog.usuario(), key()
-    reserva_id = reserva_id_para(slow_buyer, idem)
+    reserva_id = env.reserva_id(slow_buyer, idem)
     async with gated_app(env, js, owner) as (client, clock, pagos):
         entered, opened = pagos.gate(reserva_id)
-        headers = {"Idempotency-Key": idem}
+        headers = {"Idempotency-Key": idem, **env.catalog.headers(slow_buyer)}
         pending = asyncio.create_task(client.post("/api/reservar", json=reserva(slow_buyer, evento), headers=headers))
         await entered.wait()  # the slow buyer holds the only ticket and waits for its bank
         clock.offset += 61  # ... longer than the hold's 60 s
-        fast = await client.post("/api/reservar", json=reserva(fast_buyer, evento), headers={"Idempotency-Key": key()})
+        fast_headers = {"Idempotency-Key": key(), **env.catalog.headers(fast_buyer)}
+        fast = await client.post("/api/reservar", json=reserva(fast_buyer, evento), headers=fast_headers)
         assert fast.json()["estado"] == "confirmada"
         opened.set()
         slow_answer = (await pending).json()
@@ -338,10 +351,9 @@ async def test_an_expired_hold_is_reacquired_at_confirm_when_the_tickets_are_fre
     usuario, evento = await env.comprador(aforo=1)
     idem = key()
     async with gated_app(env, js, owner) as (client, clock, pagos):
-        entered, opened = pagos.gate(reserva_id_para(usuario, idem))
-        pending = asyncio.create_task(
-            client.post("/api/reservar", json=reserva(usuario, evento), headers={"Idempotency-Key": idem})
-        )
+        entered, opened = pagos.gate(env.reserva_id(usuario, idem))
+        headers = {"Idempotency-Key": idem, **env.catalog.headers(usuario)}
+        pending = asyncio.create_task(client.post("/api/reservar", json=reserva(usuario, evento), headers=headers))
         await entered.wait()
         clock.offset += 61
         opened.set()
@@ -379,7 +391,8 @@ async def test_an_authorization_whose_answers_were_lost_is_voided(
     pagos = LostAnswers(SimulatedPaymentGateway(js), hang=hang)
     cfg = reservas_cfg(f"{owner}-lost", step_timeout_s=0.3, retry_for_s=0.8)
     async with api_client(create_app(env.settings, reservas=cfg, pagos=pagos)) as client:  # type: ignore[arg-type]
-        resp = await client.post("/api/reservar", json=reserva(usuario, evento, 2), headers={"Idempotency-Key": key()})
+        headers = {"Idempotency-Key": key(), **env.catalog.headers(usuario)}
+        resp = await client.post("/api/reservar", json=reserva(usuario, evento, 2), headers=headers)
     body = resp.json()
     assert (body["estado"], body["motivo"]) == ("rechazada", "processing_error"), body
     assert pagos.calls >= 1
@@ -391,8 +404,9 @@ async def test_an_authorization_whose_answers_were_lost_is_voided(
 
 @pytest.mark.parametrize("reserva_id", ["a%20b", "a.", "..", "a*", "%00"])
 async def test_a_malformed_reservation_id_is_a_404_problem(env: Env, reserva_id: str) -> None:
+    headers = env.catalog.headers(await env.catalog.usuario())
     for method, path in (("GET", f"/api/reservas/{reserva_id}"), ("POST", f"/api/reservas/{reserva_id}/cancelar")):
-        resp = await env.client.request(method, path)
+        resp = await env.client.request(method, path, headers=headers)
         assert resp.status_code == 404, (path, resp.text)
         assert resp.headers["content-type"].startswith("application/problem+json")
 
@@ -408,7 +422,7 @@ async def test_a_request_that_fails_with_a_500_still_gets_its_generated_key(env:
     cfg = reservas_cfg(f"{owner}-broken")
     app = create_app(env.settings, reservas=cfg, usuarios=Broken())
     async with serve(app) as url, httpx.AsyncClient(base_url=url) as client:  # a real server: a real 500
-        resp = await client.post("/api/reservar", json=reserva(usuario, evento))
+        resp = await client.post("/api/reservar", json=reserva(usuario, evento), headers=env.catalog.headers(usuario))
     assert resp.status_code == 500 and resp.headers["content-type"].startswith("application/problem+json")
     assert len(resp.headers["idempotency-key"]) >= 32
     retried = await env.reservar(reserva(usuario, evento), idem=resp.headers["idempotency-key"])
@@ -426,3 +440,60 @@ async def test_the_events_own_limits_allow_up_to_its_maximum(env: Env) -> None:
     assert (await env.reservar(reserva(other, big, 20), idem=key())).json()["estado"] == "confirmada"
     too_many = await env.reservar(reserva(await env.catalog.usuario(), big, 21), idem=key())
     assert (too_many.status_code, too_many.json()["motivo"]) == (422, "cantidad_invalida")
+
+
+async def test_a_buyer_reserves_in_their_own_name_only(env: Env) -> None:
+    """Before accounts, anyone could buy in another user's name and use up their per-user limit."""
+    ana, evento = await env.comprador(aforo=10, limite_por_usuario=2)
+    beto = await env.catalog.usuario()
+    boss = await env.catalog.con_rol("admin")
+    for como in (beto, boss.id):
+        refused = await env.reservar(reserva(ana, evento, 2), idem=key(), como=como)
+        assert refused.status_code == 403 and refused.json()["type"] == "/problems/forbidden", refused.text
+    assert (await env.inventario.availability(evento, ana)).por_usuario == 0, "nothing held in Ana's name"
+    omitted = {k: v for k, v in reserva(ana, evento, 2).items() if k != "usuario_id"}
+    mine = await env.reservar(omitted, idem=key(), como=ana)
+    assert (mine.status_code, mine.json()["estado"], mine.json()["usuario_id"]) == (201, "confirmada", ana)
+    anonymous = await env.client.post("/api/reservar", json=omitted)
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_a_reservation_is_seen_by_its_buyer_its_organizer_and_an_admin_only(env: Env) -> None:
+    ana, evento = await env.comprador()
+    reserva_id = (await env.reservar(reserva(ana, evento), idem=key())).json()["id"]
+    organizer = (await env.catalog.organizador()).id
+    other_organizer = (await env.catalog.con_rol("organizador")).id
+    stranger, boss = await env.catalog.usuario(), (await env.catalog.con_rol("admin")).id
+    unknown = (await env.ver(env.reserva_id(ana, key()), ana)).json()
+    for como, status in ((ana, 200), (organizer, 200), (boss, 200), (stranger, 404), (other_organizer, 404)):
+        for path in ("/api/reservas/{}", "/api/reservar/{}"):
+            resp = await env.ver(reserva_id, como, path)
+            assert resp.status_code == status, (como, path, resp.text)
+            if status == 404:  # exactly what an id that exists nowhere gets: existence is not revealed
+                assert {k: v for k, v in resp.json().items() if k not in ("instance", "request_id")} == {
+                    k: v for k, v in unknown.items() if k not in ("instance", "request_id")
+                }
+    assert (await env.client.get(f"/api/reservas/{reserva_id}")).status_code == 401
+
+
+async def test_a_reservation_is_cancelled_by_its_buyer_or_an_admin(env: Env) -> None:
+    ana, evento = await env.comprador(aforo=5)
+    first = (await env.reservar(reserva(ana, evento), idem=key())).json()["id"]
+    second = (await env.reservar(reserva(ana, evento), idem=key())).json()["id"]
+    organizer, stranger = (await env.catalog.organizador()).id, await env.catalog.usuario()
+    assert (await env.cancelar(first, stranger)).status_code == 404
+    assert (await env.cancelar(first, organizer)).status_code == 403, "they may read it, not cancel it"
+    assert (await env.ver(first, ana)).json()["estado"] == "confirmada", "a refused cancellation did nothing"
+    assert (await env.cancelar(first, ana)).json()["estado"] == "cancelada"
+    boss = (await env.catalog.con_rol("admin")).id
+    assert (await env.cancelar(second, boss)).json()["estado"] == "cancelada"
+
+
+async def test_reservation_ids_are_keyed_not_computable_from_the_key(env: Env) -> None:
+    """Before, reserva_id was uuid5(NAMESPACE, usuario_id:key): anyone who knew a buyer's id and a key they used
+    could compute the reservation's id."""
+    ana, evento = await env.comprador()
+    idem = key()
+    got = (await env.reservar(reserva(ana, evento), idem=idem)).json()["id"]
+    assert got == env.reserva_id(ana, idem)
+    assert got != str(uuid.uuid5(uuid.UUID("6f1c0e6a-3c1b-5b8e-9a43-2f4f7c1d9e10"), f"{ana}:{idem}"))

@@ -26,7 +26,7 @@ from tests.reservations.helpers import BAD_LUHN, VISA_OK
 
 def solicitud(cantidad: int = 1, asientos: tuple[str, ...] = (), numero: str = VISA_OK, **card: str) -> Solicitud:
     tarjeta = Tarjeta(numero, card.get("vencimiento", "12/34"), card.get("cvc", "123"))
-    return Solicitud(ReservarEntradas("u1", "ev1", cantidad, asientos, tarjeta, "k1"))
+    return Solicitud(ReservarEntradas("u1", "ev1", cantidad, asientos, tarjeta, "k1", "r1"))
 
 
 async def rejected(handler: Manejador, s: Solicitud) -> RechazoDeCadena:

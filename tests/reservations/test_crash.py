@@ -21,6 +21,7 @@ import pytest
 from nats.js import JetStreamContext
 
 from eventflow.config import Settings
+from eventflow.crypto import Pseudonymizer
 from eventflow.eventstore import EventStore
 from eventflow.jetstream import RESERVAS
 from eventflow.servers import free_port
@@ -41,6 +42,8 @@ def start_service(settings: Settings, port: int, instancia: str, log: Path) -> s
         "EVENTFLOW_REDIS_URL": settings.redis_url,
         "EVENTFLOW_MASTER_KEY": settings.master_key,
         "EVENTFLOW_PSEUDONYM_KEY": settings.pseudonym_key,
+        "EVENTFLOW_CLIENT_ID": str(settings.client_id),  # its own credential, as service_env gives it
+        "EVENTFLOW_CLIENT_SECRET": str(settings.client_secret),
         "EVENTFLOW_USERS_URL": settings.users_url,
         "EVENTFLOW_EVENTS_URL": settings.events_url,
         "EVENTFLOW_RESERVAS_INSTANCIA": instancia,
@@ -84,7 +87,7 @@ async def frozen_with_sagas_in_flight(
             return in_flight
         os.kill(proc.pid, signal.SIGCONT)
         assert asyncio.get_running_loop().time() < deadline, "no saga was ever in flight"
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)  # each look is a new KV consumer; nats-server 2.15 allows 1000 per stream
 
 
 async def test_sigkill_mid_saga_then_restart_recovers_every_saga(
@@ -101,55 +104,65 @@ async def test_sigkill_mid_saga_then_restart_recovers_every_saga(
         def body(b: str) -> dict[str, Any]:
             return reserva(b, evento, pago=pago(cards[b]))
 
+        def headers(b: str) -> dict[str, str]:
+            return {"Idempotency-Key": keys[b], **catalog.headers(b)}
+
         proc = start_service(s, port, instancia, tmp_path / "reservations.log")
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            await wait_ready(client, proc)
-            gate = asyncio.Semaphore(16)
-            answered: set[str] = set()
-            refused: set[str] = set()  # sold out at the chain's pre-check: no saga at all
-            half = asyncio.Event()
-
-            async def buy(b: str) -> None:
-                async with gate:
-                    resp = await client.post("/api/reservar", json=body(b), headers={"Idempotency-Key": keys[b]})
-                    answered.add(b)
-                    if resp.status_code == 409:
-                        refused.add(b)
-                    if len(answered) >= BUYERS // 2:
-                        half.set()
-
-            shoppers = [asyncio.create_task(buy(b)) for b in buyers]
-            await half.wait()
-            store = await SagaStore.open(js, BUCKET)
-            ids = {b: reserva_id_para(b, keys[b]) for b in buyers}
-            in_flight = await frozen_with_sagas_in_flight(proc, store, set(ids.values()))
-            proc.kill()  # SIGKILL (of a stopped process): no shutdown hook runs, nothing moved since we looked
-            proc.wait()
-            await asyncio.gather(*shoppers, return_exceptions=True)
-
-            started = asyncio.get_running_loop().time()
-            proc = start_service(s, port, instancia, tmp_path / "reservations.log")
-            try:
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
                 await wait_ready(client, proc)
-                for b in buyers:  # the buyers whose request died with the process retry with their key
-                    if b not in answered:
-                        resp = await client.post("/api/reservar", json=body(b), headers={"Idempotency-Key": keys[b]})
-                        assert resp.status_code in (200, 201, 202, 409), resp.text
+                gate = asyncio.Semaphore(16)
+                answered: set[str] = set()
+                refused: set[str] = set()  # sold out at the chain's pre-check: no saga at all
+                half = asyncio.Event()
+
+                async def buy(b: str) -> None:
+                    async with gate:
+                        resp = await client.post("/api/reservar", json=body(b), headers=headers(b))
+                        answered.add(b)
                         if resp.status_code == 409:
                             refused.add(b)
-                sagas = {}
-                archive = ReservationArchive(EventStore(js, RESERVAS))
-                deadline = asyncio.get_running_loop().time() + 45
-                while True:
-                    sagas = {b: await store.get(ids[b]) or await archive.get(ids[b]) for b in buyers}
-                    if all(saga is None or saga.terminada for saga in sagas.values()):
-                        break
-                    assert asyncio.get_running_loop().time() < deadline, "sagas did not finish after the restart"
-                    await asyncio.sleep(0.2)
-                print(f"recovered in {asyncio.get_running_loop().time() - started:.1f}s; {len(in_flight)} in flight")
-                assert all(sagas[b] is not None and sagas[b].terminada for b in buyers if ids[b] in in_flight)
-            finally:
-                proc.terminate()
+                        if len(answered) >= BUYERS // 2:
+                            half.set()
+
+                shoppers = [asyncio.create_task(buy(b)) for b in buyers]
+                await half.wait()
+                store = await SagaStore.open(js, BUCKET)
+                ids = {b: reserva_id_para(Pseudonymizer(s.pseudonym_key_bytes), b, keys[b]) for b in buyers}
+                in_flight = await frozen_with_sagas_in_flight(proc, store, set(ids.values()))
+                proc.kill()  # SIGKILL (of a stopped process): no shutdown hook runs, nothing moved since we looked
+                proc.wait()
+                await asyncio.gather(*shoppers, return_exceptions=True)
+
+                started = asyncio.get_running_loop().time()
+                proc = start_service(s, port, instancia, tmp_path / "reservations.log")
+                try:
+                    await wait_ready(client, proc)
+                    for b in buyers:  # the buyers whose request died with the process retry with their key
+                        if b not in answered:
+                            resp = await client.post("/api/reservar", json=body(b), headers=headers(b))
+                            assert resp.status_code in (200, 201, 202, 409), resp.text
+                            if resp.status_code == 409:
+                                refused.add(b)
+                    sagas = {}
+                    archive = ReservationArchive(EventStore(js, RESERVAS))
+                    deadline = asyncio.get_running_loop().time() + 45
+                    while True:
+                        sagas = {b: await store.get(ids[b]) or await archive.get(ids[b]) for b in buyers}
+                        if all(saga is None or saga.terminada for saga in sagas.values()):
+                            break
+                        assert asyncio.get_running_loop().time() < deadline, "sagas did not finish after the restart"
+                        await asyncio.sleep(0.2)
+                    print(
+                        f"recovered in {asyncio.get_running_loop().time() - started:.1f}s; {len(in_flight)} in flight"
+                    )
+                    assert all(sagas[b] is not None and sagas[b].terminada for b in buyers if ids[b] in in_flight)
+                finally:
+                    proc.terminate()
+                    proc.wait(10)
+        finally:  # whatever failed: no stopped or orphaned service process outlives the test
+            if proc.poll() is None:
+                proc.kill()
                 proc.wait(10)
         await catalog.aclose()
 

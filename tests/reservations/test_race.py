@@ -36,7 +36,11 @@ async def test_300_buyers_for_100_tickets(settings: Settings, js: JetStreamConte
         async with api_client(create_app(s, reservas=cfg)) as client:
             answers = await asyncio.gather(
                 *(
-                    client.post("/api/reservar", json=reserva(b, evento), headers={"Idempotency-Key": key()})
+                    client.post(
+                        "/api/reservar",
+                        json=reserva(b, evento),
+                        headers={"Idempotency-Key": key(), **catalog.headers(b)},
+                    )
                     for b in buyers
                 )
             )
@@ -67,7 +71,11 @@ async def test_mixed_quantities_never_oversell(settings: Settings, js: JetStream
         async with api_client(create_app(s, reservas=ReservasSettings(instancia=owner, espera_s=30))) as client:
             answers = await asyncio.gather(
                 *(
-                    client.post("/api/reservar", json=reserva(b, evento, n), headers={"Idempotency-Key": key()})
+                    client.post(
+                        "/api/reservar",
+                        json=reserva(b, evento, n),
+                        headers={"Idempotency-Key": key(), **catalog.headers(b)},
+                    )
                     for b, n in wanted.items()
                 )
             )

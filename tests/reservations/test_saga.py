@@ -15,18 +15,20 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.errors import InvalidKeyError, NoKeysError
 
+from eventflow.auth import Principal, Prohibido
 from eventflow.contracts import RESERVA_CONFIRMADA, RESERVA_RECHAZADA
+from eventflow.crypto import Pseudonymizer
 from eventflow.eventstore import EventStore
 from eventflow.jetstream import RESERVAS
 from services.reservations import handlers
-from services.reservations.domain import MAX_REANUDACIONES, CancelarReserva, Estado, Fase, Saga
+from services.reservations.domain import MAX_REANUDACIONES, CancelarReserva, Estado, Fase, ReservaNoEncontrada, Saga
 from services.reservations.handlers import Deps
 from services.reservations.inventory import EventoSinInventario, HoldRequest
 from services.reservations.payments import CardDetails, PaymentPermanentError
 from services.reservations.saga import Orquestador, SagaConfig
 from services.reservations.saga_store import ReservationArchive, SagaStore, SagaTomada
 from services.reservations.steps import SagaDeps
-from tests.reservations.fakes import FakeInventario, FakePagos
+from tests.reservations.fakes import FakeCatalogo, FakeInventario, FakePagos, evento_info
 from tests.reservations.helpers import DECLINED, INSUFFICIENT, PROCESSING_ERROR, VISA_OK, eventually
 
 FAST = {"retry_for_s": 0.3, "compensation_retry_for_s": 0.3, "record_retry_for_s": 0.3, "step_timeout_s": 2.0}
@@ -332,7 +334,16 @@ async def test_a_twin_that_re_created_a_finished_reservations_key_never_runs_aga
 
 
 def deps_for(world: World) -> Deps:
-    return Deps(world.store, world.archivo, world.orq, cadena=None, owner=world.orq.config.owner, lease_s=30)  # type: ignore[arg-type]
+    return Deps(
+        world.store,
+        world.archivo,
+        world.orq,
+        cadena=None,  # type: ignore[arg-type]
+        owner=world.orq.config.owner,
+        lease_s=30,
+        eventos=FakeCatalogo(evento_info()),
+        ids=Pseudonymizer(b"k" * 32),
+    )
 
 
 async def test_a_second_cancellation_after_the_first_finished_never_returns_the_tickets_twice(world: World) -> None:
@@ -517,3 +528,27 @@ def test_two_workers_on_one_host_get_distinct_saga_owners() -> None:
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout for _ in "ab"
     }
     assert len(owners) == 2
+
+
+async def test_who_may_see_and_cancel_a_reservation(world: World) -> None:
+    """The access rules of handlers.ver / autorizar_cancelacion, on one finished reservation of u1 for ev1."""
+    confirmed = await world.run(await world.saga())
+    deps = deps_for(world)
+    deps.eventos = FakeCatalogo(evento_info(organizador_id="org1"))
+
+    def who(sub: str, *roles: str) -> Principal:
+        return Principal(sub, frozenset({"comprador", *roles}), "https://eventflow.local")
+
+    buyer, admin, organizer = who("u1"), who("x", "admin"), who("org1", "organizador")
+    others = [who("u2"), who("org2", "organizador"), who("org1"), who("d1", "control")]  # org1 without the role
+    for caller in (buyer, admin, organizer):
+        assert (await handlers.ver(confirmed.reserva_id, caller, deps)).reserva_id == confirmed.reserva_id
+    for caller in others:
+        with pytest.raises(ReservaNoEncontrada):
+            await handlers.ver(confirmed.reserva_id, caller, deps)
+        with pytest.raises(ReservaNoEncontrada):
+            await handlers.autorizar_cancelacion(confirmed.reserva_id, caller, deps)
+    with pytest.raises(Prohibido):
+        await handlers.autorizar_cancelacion(confirmed.reserva_id, organizer, deps)
+    for caller in (buyer, admin):
+        await handlers.autorizar_cancelacion(confirmed.reserva_id, caller, deps)
