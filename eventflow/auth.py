@@ -91,6 +91,7 @@ class TrustedIssuer:
     # Where the roles are in this issuer's tokens ("roles", or "realm_access.roles" for Keycloak), and how its
     # role names map to ours (unmapped names are dropped; everyone signed in is a comprador).
     roles_claim: str = "roles"
+    local: bool = False  # our own issuer: its `sub` is a usuario_id and its `sid` one of our sessions
     role_map: Mapping[str, str] = field(default_factory=lambda: {r: r for r in (*ROLES, SERVICIO)})
 
 
@@ -128,7 +129,7 @@ class TokenVerifier:
             issuer=issuer.issuer,
             token_id=str(claims.get("jti", "")),
             expires_at=float(claims["exp"]),
-            session_id=str(claims["sid"]) if claims.get("sid") and issuer.issuer else None,
+            session_id=str(claims["sid"]) if claims.get("sid") and issuer.local else None,
         )
 
     async def _verified_claims(self, token: str, issuer: TrustedIssuer) -> dict[str, Any]:

@@ -68,7 +68,7 @@ class Infrastructure:
         self.published_keys = PublishedKeys(await ensure_bucket(self.js, JWKS_BUCKET, settings.replicas))
         await self.published_keys.refresh(force=True)
         self.background.append(asyncio.create_task(self.published_keys.run(), name="auth:jwks"))
-        issuers = [TrustedIssuer(settings.auth_issuer, settings.auth_audience, self.published_keys)]
+        issuers = [TrustedIssuer(settings.auth_issuer, settings.auth_audience, self.published_keys, local=True)]
         if settings.oidc_issuer:
             if session is None:
                 raise ValueError("an external OIDC issuer needs an HTTP session for its JWKS")

@@ -35,6 +35,7 @@ JWKS_BUCKET = "AUTH_JWKS"
 CURRENT = "current"
 ALGORITHM = "ES256"
 LEEWAY_S = 60.0
+RECHECK_S = 30.0  # how stale this replica's idea of the current key may get
 
 
 async def open_buckets(js: JetStreamContext, replicas: int = 1) -> tuple[KeyValue, KeyValue]:
@@ -57,6 +58,7 @@ class SigningKeys:
         self.private_kv, self.jwks_kv, self.ring = private_kv, jwks_kv, ring
         self.rotate_after_s, self.token_ttl_s, self.clock = rotate_after_s, token_ttl_s, clock
         self._current: tuple[ECKey, float] | None = None  # key, created_at
+        self._checked_at = 0.0
         self._lock = asyncio.Lock()
 
     async def sign(self, claims: Mapping[str, Any]) -> str:
@@ -65,11 +67,17 @@ class SigningKeys:
         return jwt.encode(header, dict(claims), key, algorithms=[ALGORITHM])
 
     async def current(self) -> ECKey:
-        """The key to sign with now: cached, reloaded when another replica may have rotated, rotated when due."""
+        """The key to sign with now: cached, looked up again every RECHECK_S (another replica may have rotated:
+        its retired key stays valid for a token lifetime, far longer), rotated when due."""
         async with self._lock:
             now = self.clock()
-            if self._current is None or now - self._current[1] >= self.rotate_after_s:
-                self._current = await self._load_or_rotate(now)
+            due = self._current is None or now - self._current[1] >= self.rotate_after_s
+            if due or now - self._checked_at >= RECHECK_S:
+                stored = await self._stored()
+                if due or stored is None or self._current is None or stored[0]["kid"] != self._current[0].kid:
+                    self._current = await self._load_or_rotate(now)
+                self._checked_at = now
+            assert self._current is not None
             return self._current[0]
 
     async def rotate(self) -> str:

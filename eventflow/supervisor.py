@@ -80,8 +80,9 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         try:
             self._check_ports()
+            system = self._system()
             self._start_servers()
-            self._start_services()
+            self._start_services(system)
             self._wait_until_ready()
             self.save("ready")
             print(summary(self.state) + self.hint, flush=True)
@@ -130,10 +131,17 @@ class Supervisor:
         except (OSError, RuntimeError, TimeoutError) as err:
             raise Failed(f"{name}-server did not start: {err}", Child(name, "", log_path)) from None
 
-    def _start_services(self) -> None:
-        system = system_env(self.env)
+    def _system(self) -> dict[str, str]:
+        """Every service's settings and secrets, before anything starts: a bad admin pair stops us cleanly."""
+        try:
+            return system_env(self.env)
+        except ValueError as err:
+            raise Failed(str(err)) from None
+
+    def _start_services(self, system: dict[str, str]) -> None:
         base = {k: v for k, v in self.env.items() if k not in (*SECRETS, *ADMIN)}
-        self.state["admin_email"] = system.get("EVENTFLOW_ADMIN_EMAIL")
+        # Where the first admin's password is (never the password itself: the summary ends up in terminals and logs).
+        self.state["admin_email"] = system.get("EVENTFLOW_ADMIN_EMAIL") if "users" in self.layout.ports else None
         generated = not self.env.get("EVENTFLOW_ADMIN_PASSWORD")
         self.state["admin_password_in"] = str(secrets_file(self.layout.var_dir)) if generated else None
         for name, port in self.layout.ports.items():
@@ -211,8 +219,9 @@ def summary(state: Mapping[str, Any]) -> str:
         lines.append(f"  {entry['name']:<13} {entry['url']}{note}")
     lines += [f"  {'logs':<13} {Path(state['var_dir']) / 'log'}/"]
     if state.get("admin_email"):
-        where = state.get("admin_password_in") or "EVENTFLOW_ADMIN_PASSWORD"
-        lines.append(f"  {'admin':<13} {state['admin_email']} (password in {where})")
+        where = state.get("admin_password_in")
+        password = f"EVENTFLOW_ADMIN_PASSWORD in {where}" if where else "the EVENTFLOW_ADMIN_PASSWORD you set"
+        lines.append(f"  {'admin':<13} {state['admin_email']} (password: {password})")
     lines.append("")
     return "\n".join(lines)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
 import orjson
@@ -14,7 +15,7 @@ from eventflow.responses import JsonResponse
 from services.users import handlers, views
 from services.users import identidad as auth_handlers
 from services.users.documentos import TipoDocumento
-from services.users.domain import RegistrarUsuario, Usuario, UsuarioNoEncontrado
+from services.users.domain import CuentaNoDisponible, RegistrarUsuario, Usuario, UsuarioNoEncontrado
 
 MAX_AGE_S = 5
 router = APIRouter(prefix="/api/usuarios", tags=["usuarios"])
@@ -102,6 +103,7 @@ IdentidadDep = Annotated[auth_handlers.Identidad, Depends(get_identidad)]
 
 
 def publico(usuario: Usuario) -> dict[str, Any]:
+    """The registration's answer: the same document a GET right after gives (every new account is a comprador)."""
     return {
         "id": usuario.id,
         "tipo_documento": usuario.tipo_documento.value,
@@ -109,6 +111,7 @@ def publico(usuario: Usuario) -> dict[str, Any]:
         "registrado_en": usuario.registrado_en,
         "historial_compras": [],
         "historial_url": views.historial_url(usuario.id),
+        "roles": [COMPRADOR],
     }
 
 
@@ -135,28 +138,34 @@ async def registrar(body: UsuarioNuevo, deps: Deps, idempotency_key: Idempotency
 
 
 @router.get("/me", response_model=UsuarioPublico)
-async def yo(caller: Caller, request: Request, deps: Deps, redis: RedisDep) -> Response:
-    """The signed-in user."""
-    return await _usuario(caller.sub, caller, request, deps, redis)
+async def yo(caller: Caller, request: Request, deps: Deps, redis: RedisDep, identidad: IdentidadDep) -> Response:
+    """The signed-in user; 404 for a caller with no user here (a service, or an external issuer's user)."""
+    return await _usuario(caller.sub, caller, request, deps, redis, identidad)
 
 
 @router.put("/me/password", status_code=204)
-async def cambiar_password(body: CambioDePassword, caller: Caller, identidad: IdentidadDep) -> Response:
-    """Needs the current password; every other session of the user ends (refresh tokens stop working)."""
-    await auth_handlers.cambiar_password(caller, body.actual, body.nueva, caller.session_id, identidad)
+async def cambiar_password(
+    body: CambioDePassword, caller: Caller, deps: Deps, redis: RedisDep, identidad: IdentidadDep
+) -> Response:
+    """Needs the current password; every other session of the user ends (refresh tokens stop working). The new
+    one meets the registration's policy, the user's own name and email included (422 otherwise)."""
+    personal = await _personal_words(caller, deps, redis, identidad)
+    await auth_handlers.cambiar_password(caller, body.actual, body.nueva, caller.session_id, identidad, personal)
     return Response(status_code=204)
 
 
 @router.get("/{usuario_id}", response_model=UsuarioPublico)
-async def obtener(usuario_id: str, caller: Caller, request: Request, deps: Deps, redis: RedisDep) -> Response:
+async def obtener(
+    usuario_id: str, caller: Caller, request: Request, deps: Deps, redis: RedisDep, identidad: IdentidadDep
+) -> Response:
     """That user or an admin; anyone else gets 404, as for a user that does not exist."""
-    return await _usuario(usuario_id, caller, request, deps, redis)
+    return await _usuario(usuario_id, caller, request, deps, redis, identidad)
 
 
 @router.get("/{usuario_id}/existe", status_code=204)
-async def existe(usuario_id: str, caller: Caller, redis: RedisDep) -> Response:
+async def existe(usuario_id: str, caller: Caller, redis: RedisDep, identidad: IdentidadDep) -> Response:
     """For our services (the reservation chain): whether the user exists, without any of their personal data."""
-    if not (caller.es_servicio or caller.es_admin or caller.sub == usuario_id):
+    if not (caller.es_servicio or caller.es_admin or auth_handlers.usuario_local(caller, identidad) == usuario_id):
         raise UsuarioNoEncontrado(usuario_id)
     if not await views.existe(redis, usuario_id):
         raise UsuarioNoEncontrado(usuario_id)
@@ -169,10 +178,11 @@ async def historial(
     caller: Caller,
     request: Request,
     redis: RedisDep,
+    identidad: IdentidadDep,
     pagina: Annotated[int, Query(ge=1, le=10_000)] = 1,
     tamano: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Response:
-    _own_or_admin(usuario_id, caller)
+    _own_or_admin(usuario_id, caller, identidad)
     body, etag = await views.historial(redis, usuario_id, pagina, tamano)
     return cacheable(request, body, etag)
 
@@ -184,14 +194,43 @@ async def roles(usuario_id: str, body: RolesIn, caller: Caller, identidad: Ident
     return JsonResponse({"id": cuenta.usuario_id, "roles": list(cuenta.roles)})
 
 
-def _own_or_admin(usuario_id: str, caller: Principal) -> None:
-    if caller.sub != usuario_id and not caller.es_admin:
+async def _personal_words(
+    caller: Principal, deps: Deps, redis: Redis, identidad: auth_handlers.Identidad
+) -> tuple[str, ...]:
+    """The caller's email and names, for the password policy; none if the profile cannot be read right now."""
+    usuario_id = auth_handlers.usuario_local(caller, identidad)
+    if usuario_id is None:
+        return ()
+    try:
+        body, _ = await views.usuario(redis, deps.data_keys, usuario_id)
+    except Exception:  # the policy's other rules still apply; the profile is not worth refusing the change for
+        return ()
+    return body["email"], body["nombre"], body["apellido"]
+
+
+def _own_or_admin(usuario_id: str, caller: Principal, identidad: auth_handlers.Identidad) -> None:
+    if auth_handlers.usuario_local(caller, identidad) != usuario_id and not caller.es_admin:
         raise UsuarioNoEncontrado(usuario_id)  # existence is not revealed
 
 
-async def _usuario(usuario_id: str, caller: Principal, request: Request, deps: Deps, redis: Redis) -> Response:
-    _own_or_admin(usuario_id, caller)
+async def _usuario(
+    usuario_id: str, caller: Principal, request: Request, deps: Deps, redis: Redis, identidad: auth_handlers.Identidad
+) -> Response:
+    _own_or_admin(usuario_id, caller, identidad)
     body, etag = await views.usuario(redis, deps.data_keys, usuario_id)
-    cuenta = await deps.cuentas.get(usuario_id)
-    body = {**body, "roles": list(cuenta.roles) if cuenta else [COMPRADOR]}
-    return cacheable(request, body, etag)
+    own = auth_handlers.usuario_local(caller, identidad) == usuario_id
+    roles = await _roles(usuario_id, caller if own else None, deps)
+    # The ETag covers the roles too: a role change must not be answered with a 304 of the old document.
+    return cacheable(request, {**body, "roles": roles}, views.etag(etag, ",".join(roles)))
+
+
+async def _roles(usuario_id: str, own: Principal | None, deps: Deps) -> list[str]:
+    """The account's roles, from CUENTAS (CP side). While NATS is unreachable a profile still reads, like the rest
+    of it: one's own (`own`, the caller) with the roles of one's verified token; another user's is a 503."""
+    with contextlib.suppress(Exception):  # unreachable, or no answer in time: as a disconnection
+        if deps.cp_connected():
+            cuenta = await deps.cuentas.get(usuario_id)
+            return list(cuenta.roles) if cuenta else [COMPRADOR]
+    if own is None:
+        raise CuentaNoDisponible()
+    return [role for role in ROLES if role in own.roles]

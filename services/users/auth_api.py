@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from ipaddress import ip_address
 from typing import Annotated, Any
 
@@ -12,7 +13,7 @@ from eventflow.errors import Unprocessable
 from eventflow.responses import JsonResponse
 from eventflow.signing_keys import PublishedKeys
 from services.users import identidad
-from services.users.api import IdentidadDep
+from services.users.api import Deps, IdentidadDep
 
 router = APIRouter(tags=["auth"])
 Secret = Annotated[str, Field(max_length=1_000, json_schema_extra={"format": "password", "writeOnly": True})]
@@ -42,15 +43,20 @@ class TokenOut(BaseModel):
 
 
 def client_address(request: Request) -> str:
-    """The client's address; the first X-Forwarded-For hop only when the peer is one of our proxies."""
+    """The client's address, for the sign-in throttle. Behind our proxies (the peer is one of them), the nearest
+    X-Forwarded-For hop that is not one of them: hops further left were written by whoever sent the request, so
+    a client could name a new address on every guess; the hops a proxy appended cannot be forged."""
     peer = request.client.host if request.client else "unknown"
     trusted = {p.strip() for p in request.app.state.trusted_proxies.split(",") if p.strip()}
-    forwarded = request.headers.get("x-forwarded-for", "").split(",")[0].strip()
-    if peer in trusted and forwarded:
+    if peer not in trusted:
+        return peer
+    for hop in reversed(request.headers.get("x-forwarded-for", "").split(",")):
         try:
-            return str(ip_address(forwarded))
+            address = str(ip_address(hop.strip()))
         except ValueError:
-            return peer
+            return peer  # a hop that is no address: nothing left of it can be trusted
+        if address not in trusted:
+            return address
     return peer
 
 
@@ -87,8 +93,13 @@ async def logout(body: RefreshIn, deps: IdentidadDep) -> Response:
 
 
 @router.get("/.well-known/jwks.json")
-async def jwks(keys: Annotated[PublishedKeys, Depends(get_keys)]) -> Response:
-    """The public keys that verify our tokens (RFC 7517), the retiring ones included until their tokens expire."""
+async def jwks(keys: Annotated[PublishedKeys, Depends(get_keys)], deps: Deps) -> Response:
+    """The public keys that verify our tokens (RFC 7517), the retiring ones included until their tokens expire.
+    Read again at most once a second: a key another replica rotated in is listed at once, not after the minute
+    the background refresh waits (a client fetches this exactly when it met a token with an unknown kid)."""
+    if deps.cp_connected():
+        with contextlib.suppress(Exception):  # no answer in time: the keys last read still verify
+            await keys.refresh()
     return JsonResponse(keys.jwks(), headers={"Cache-Control": "public, max-age=60"})
 
 

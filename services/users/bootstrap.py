@@ -18,11 +18,12 @@ from eventflow.generations import Generation, ReadModelRedis
 from eventflow.http import client_session
 from eventflow.jetstream import RESERVAS, USUARIOS, StreamSpec, ensure_bucket
 from eventflow.projections import Projection, ProjectionRunner
+from eventflow.retry import retry_by_time
 from eventflow.runtime import Infrastructure
 from eventflow.signing_keys import SigningKeys, open_buckets
 from eventflow.web import ReadyCheck
 from eventflow.web import create_app as create_web_app
-from services.users import api, auth_api, handlers, identidad
+from services.users import api, auth_api, contrasenas, handlers, identidad
 from services.users.contrasenas import Hasher
 from services.users.cuentas import BUCKET as CUENTAS_BUCKET
 from services.users.cuentas import Cuentas
@@ -38,6 +39,7 @@ from services.users.throttle import SignInThrottle
 from services.users.unicidad import STALE_AFTER_S, Unicidad
 
 CLAIMS_BUCKET = "USER_CLAIMS"
+ADMIN_NAMES = ("Administrador", "EventFlow")  # the first admin's nombre and apellido, when it is registered
 log = logging.getLogger(__name__)
 
 
@@ -46,7 +48,8 @@ def read_models() -> list[tuple[StreamSpec, Projection]]:
 
 
 def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
-    """Overrides: `claim_stale_after`, `write_deadline` (seconds), `event_store` (an EventLog)."""
+    """Overrides: `claim_stale_after`, `write_deadline` (seconds), `event_store` (an EventLog), `throttle_redis`
+    (the sign-in throttle's own Redis client, e.g. one whose server is gone)."""
     settings = settings or Settings()
     infra: list[Infrastructure] = []
 
@@ -63,7 +66,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
             app.state.published_keys = connected.published_keys
             app.state.trusted_proxies = settings.trusted_proxies
             app.state.deps = await _dependencies(connected, generation, overrides)
-            app.state.identidad = await _identidad(connected, app.state.deps)
+            app.state.identidad = await _identidad(connected, app.state.deps, overrides)
             app.state.redis = ReadModelRedis(connected.redis, generation)
             app.state.runners = {r.projection.name: r for r in connected.runners}
             app.state.generation = generation
@@ -124,13 +127,16 @@ async def _dependencies(
         read_your_writes_timeout=settings.read_your_writes_timeout,
         cuentas=cuentas,
         hasher=hasher,
+        cp_connected=lambda: infra.nc.is_connected,
     )
     if "write_deadline" in overrides:
         deps.write_deadline = overrides["write_deadline"]
     return deps
 
 
-async def _identidad(infra: Infrastructure, deps: handlers.Dependencias) -> identidad.Identidad:
+async def _identidad(
+    infra: Infrastructure, deps: handlers.Dependencias, overrides: dict[str, Any]
+) -> identidad.Identidad:
     """The token issuer: its signing keys (one is made and published at the first start), sessions, throttle."""
     settings = infra.settings
     private_kv, jwks_kv = await open_buckets(infra.js, settings.replicas)
@@ -141,7 +147,8 @@ async def _identidad(infra: Infrastructure, deps: handlers.Dependencias) -> iden
         rotate_after_s=settings.signing_key_rotation_s,
         token_ttl_s=settings.access_token_ttl_s,
     )
-    await signing.current()
+    # A fresh R3 bucket may not answer for a moment after its creation (a leader being elected): retry by time.
+    await retry_by_time(signing.current, 20.0)
     if infra.published_keys is not None:
         await infra.published_keys.refresh(force=True)
     infra.background.append(asyncio.create_task(_prune_keys(signing), name="auth:prune-keys"))
@@ -149,10 +156,16 @@ async def _identidad(infra: Infrastructure, deps: handlers.Dependencias) -> iden
     claims = UniquenessClaims(await ensure_bucket(infra.js, CLAIMS_BUCKET, settings.replicas))
     return identidad.Identidad(
         cuentas=deps.cuentas,
-        sesiones=Sesiones(sesiones_kv),
-        emisor=identidad.Emisor(signing, settings.auth_issuer, settings.auth_audience, settings.access_token_ttl_s),
+        sesiones=Sesiones(sesiones_kv, infra.js),
+        emisor=identidad.Emisor(
+            signing,
+            settings.auth_issuer,
+            settings.auth_audience,
+            settings.access_token_ttl_s,
+            published=infra.published_keys,
+        ),
         hasher=deps.hasher,
-        throttle=SignInThrottle(infra.redis),
+        throttle=SignInThrottle(overrides.get("throttle_redis", infra.redis)),
         claims=claims,
         pseudonyms=deps.pseudonyms,
         usuarios=deps.store,
@@ -171,15 +184,20 @@ async def _prune_keys(signing: SigningKeys, every_s: float = 600.0) -> None:
 
 
 async def _first_admin(email: str, password: str, deps: handlers.Dependencias, ids: identidad.Identidad) -> None:
-    """EVENTFLOW_ADMIN_EMAIL / _PASSWORD, at every start; idempotent across restarts and replicas."""
+    """EVENTFLOW_ADMIN_EMAIL / _PASSWORD, at every start; idempotent across restarts and replicas. The most
+    powerful account meets the same password policy as everyone's (checked here, not only when it is registered,
+    since a start may also set the password of an account that exists)."""
+    if problems := contrasenas.problemas(password, email, *ADMIN_NAMES):
+        codes = ", ".join(p.code for p in problems)
+        raise RuntimeError(f"EVENTFLOW_ADMIN_PASSWORD breaks the password policy ({codes}); choose another")
     digest = hashlib.sha256(email.strip().casefold().encode()).hexdigest()
 
     async def registrar() -> str:
         cmd = RegistrarUsuario(
             tipo_documento=TipoDocumento.PASAPORTE,
             nro_documento=f"AD{digest[:7].upper()}",
-            nombre="Administrador",
-            apellido="EventFlow",
+            nombre=ADMIN_NAMES[0],
+            apellido=ADMIN_NAMES[1],
             email=email,
             password=password,
         )

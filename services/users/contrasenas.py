@@ -1,11 +1,11 @@
 """Passwords: the rules a new one must meet, and argon2id hashing.
 
 Parameters (argon2-cffi, RFC 9106 argon2id): the default profile is OWASP's recommended minimum, m = 19 MiB,
-t = 2, p = 1: 60-70 ms per hash on this 2-core machine (docs/security.md has the measurements); it runs in a
-worker thread, so the event loop keeps serving while it hashes. A deliberately weak `test` profile (m = 8 MiB,
-t = 1, ~10 ms) exists for test suites that register hundreds of users; the settings refuse it unless asked for
-by name. A hash is verified with the parameters stored in it, so raising the profile later rehashes each
-password at its owner's next sign-in.
+t = 2, p = 1: 22 ms per hash on this 2-core machine when it has a core, ~70 ms when both are contended
+(docs/users.md has the measurements); it runs in a worker thread, so the event loop keeps serving while it
+hashes. A deliberately weak `test` profile (m = 8 MiB, t = 1, ~3.5 ms) exists for test suites that register
+hundreds of users; the settings refuse it unless asked for by name. A hash is verified with the parameters stored
+in it, so raising the profile later rehashes each password at its owner's next sign-in.
 """
 
 from __future__ import annotations

@@ -110,6 +110,13 @@ class ClavesNoDisponibles(Unavailable):
         super().__init__("The user's data key cannot be reached right now. Try again.")
 
 
+class CuentaNoDisponible(Unavailable):
+    slug, title = "account-unavailable", "Account unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("The user's account (its roles) cannot be reached right now. Try again.")
+
+
 # --- rules -------------------------------------------------------------------------------------
 def nuevo_id() -> str:
     return str(uuid.uuid4())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -70,6 +71,7 @@ class Dependencias:
     cuentas: Cuentas
     hasher: Hasher
     write_deadline: float = WRITE_DEADLINE_S
+    cp_connected: Callable[[], bool] = lambda: True  # whether NATS is reachable now: reads must not wait it out
 
 
 async def registrar_usuario(

@@ -18,13 +18,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from joserfc.jws import extract_compact
 from nats.js.errors import KeyWrongLastSequenceError
 
 from eventflow.auth import ADMIN, SERVICIO, NoAutenticado, Principal, Prohibido
 from eventflow.claims import UniquenessClaims
 from eventflow.crypto import Pseudonymizer
 from eventflow.errors import Conflict, DomainError, Unprocessable
-from eventflow.signing_keys import SigningKeys
+from eventflow.signing_keys import PublishedKeys, SigningKeys
 from eventflow.system import client_secret
 from services.users import contrasenas
 from services.users.contrasenas import Hasher
@@ -92,6 +93,9 @@ class Emisor:
     audience: str
     ttl_s: int
     clock: Callable[[], float] = time.time
+    # This process's own verifier and JWKS: told at once when we sign with a key it has not loaded yet (a
+    # rotation), instead of refusing our own fresh token until its next refresh (at most once a second).
+    published: PublishedKeys | None = None
 
     async def acceso(self, sub: str, roles: tuple[str, ...], sid: str | None = None) -> tuple[str, int]:
         now = int(self.clock())
@@ -106,7 +110,12 @@ class Emisor:
         }
         if sid is not None:
             claims["sid"] = sid
-        return await self.keys.sign(claims), self.ttl_s
+        token = await self.keys.sign(claims)
+        if self.published is not None:
+            kid = extract_compact(token.encode()).protected.get("kid")
+            if all(key.kid != kid for key in self.published.keyset().keys):
+                await self.published.refresh(force=True)
+        return token, self.ttl_s
 
 
 @dataclass
@@ -158,12 +167,15 @@ async def cerrar_sesion(refresh_token: str, deps: Identidad) -> None:
     log.info("signed out", extra={"usuario_id": usuario_id})
 
 
-async def cambiar_password(caller: Principal, actual: str, nueva: str, sid: str | None, deps: Identidad) -> int:
-    """Needs the current password; ends every other session of the user. Returns how many were ended."""
+async def cambiar_password(
+    caller: Principal, actual: str, nueva: str, sid: str | None, deps: Identidad, personal: tuple[str, ...] = ()
+) -> int:
+    """Needs the current password; ends every other session of the user. Returns how many were ended. `personal`:
+    the user's email and names, which the new password must not contain (as at registration)."""
     cuenta = await _account_of(caller, deps)
     if not await deps.hasher.verify(cuenta.hash, actual):
         raise CredencialesInvalidas()
-    if problems := contrasenas.problemas(nueva):
+    if problems := contrasenas.problemas(nueva, *personal):
         raise PasswordInvalida(problems)
     try:
         await deps.cuentas.guardar(cuenta.con(hash=await deps.hasher.hash(nueva)))
@@ -183,7 +195,7 @@ async def asignar_roles(caller: Principal, usuario_id: str, roles: list[str], de
         raise Unprocessable(
             str(err), errors=[{"field": "roles", "message": str(err), "code": "unknown_role"}]
         ) from None
-    if caller.sub == usuario_id and ADMIN not in wanted:
+    if usuario_local(caller, deps) == usuario_id and ADMIN not in wanted:
         raise Unprocessable("An admin cannot take the admin role away from themselves (ask another admin).")
     while True:
         cuenta = await deps.cuentas.get(usuario_id) if es_id(usuario_id) else None
@@ -209,11 +221,17 @@ async def token_de_servicio(client_id: str, secret: str, deps: Identidad) -> Tok
 
 
 async def asegurar_admin(email: str, password: str, deps: Identidad, registrar: Callable[[], Awaitable[str]]) -> str:
-    """The first admin, at every start: registered if missing (`registrar`, idempotent), given the admin role if
-    it lacks it, and its password set to the configured one only if that one does not verify already. So a
-    repeated start with the same values changes nothing."""
+    """The first admin, at every start: registered if missing or half-registered (`registrar`, idempotent: it
+    finishes what a start that died midway began), given the admin role if it lacks it, and its password set to
+    the configured one only if that one does not verify already. So a repeated start with the same values
+    changes nothing.
+
+    Setting the password ends every session of the account: whoever held it before (someone who registered that
+    email first) must not refresh their way to an admin token."""
     claim = await deps.claims.get(deps.pseudonyms.pseudonym("email", email))
-    usuario_id = claim.owner if claim is not None else await registrar()
+    usuario_id = claim.owner if claim is not None else None
+    if usuario_id is None or await deps.cuentas.get(usuario_id) is None or not await _exists(usuario_id, deps):
+        usuario_id = await registrar()
     while True:
         cuenta = await deps.cuentas.get(usuario_id)
         if cuenta is None:
@@ -221,20 +239,31 @@ async def asegurar_admin(email: str, password: str, deps: Identidad, registrar: 
         changed = cuenta
         if ADMIN not in cuenta.roles:
             changed = changed.con(roles=roles_validos([*cuenta.roles, ADMIN]))
-        if not await deps.hasher.verify(cuenta.hash, password):
+        reset = not await deps.hasher.verify(cuenta.hash, password)
+        if reset:
             changed = changed.con(hash=await deps.hasher.hash(password))
         if changed == cuenta:
             return usuario_id
         try:
             await deps.cuentas.guardar(changed)
-            log.info("first admin ensured", extra={"usuario_id": usuario_id})
-            return usuario_id
         except KeyWrongLastSequenceError:
             continue  # another replica ensured it at the same moment
+        ended = await deps.sesiones.cerrar_todas(usuario_id) if reset else 0
+        log.info("first admin ensured", extra={"usuario_id": usuario_id, "sessions_ended": ended})
+        return usuario_id
+
+
+def usuario_local(caller: Principal, deps: Identidad) -> str | None:
+    """The caller's usuario_id here, or None: only our own issuer's subjects are our users. An external issuer's
+    `sub` names someone in its directory, whatever it looks like (a UUID may well equal one of our ids)."""
+    return caller.sub if caller.issuer == deps.emisor.issuer and es_id(caller.sub) else None
 
 
 async def _account_of(caller: Principal, deps: Identidad) -> Cuenta:
-    cuenta = await deps.cuentas.get(caller.sub) if es_id(caller.sub) else None
+    usuario_id = usuario_local(caller, deps)
+    if usuario_id is None:
+        raise Prohibido("This caller has no password here (an external identity provider, or a service).")
+    cuenta = await deps.cuentas.get(usuario_id)
     if cuenta is None:
         raise NoAutenticado("This account no longer exists.")
     return cuenta

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
@@ -60,8 +61,10 @@ def _decode(token: str) -> tuple[str, str, str]:
 
 
 class Sesiones:
-    def __init__(self, kv: KeyValue, ttl_s: float = TTL_S, clock: Callable[[], float] = time.time) -> None:
-        self.kv, self.ttl_s, self.clock = kv, ttl_s, clock
+    def __init__(
+        self, kv: KeyValue, js: JetStreamContext, ttl_s: float = TTL_S, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.kv, self.js, self.ttl_s, self.clock = kv, js, ttl_s, clock
 
     async def abrir(self, usuario_id: str) -> Sesion:
         familia, secret = secrets.token_hex(12), secrets.token_urlsafe(32)
@@ -127,18 +130,13 @@ class Sesiones:
         return revoked
 
     async def _keys_of(self, usuario_id: str) -> list[str]:
-        """The user's families, by subject filter on the server (nats-py's `keys(filters=...)` would walk every
-        key of the bucket and match substrings)."""
-        found: list[str] = []
-        watcher = await self.kv.watch(f"{usuario_id}.*", meta_only=True, ignore_deletes=True)
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    break
-                found.append(entry.key)
-        finally:
-            await watcher.stop()
-        return found
+        """The user's families: the server lists the bucket's subjects under the user's prefix, in one request.
+        Not a watcher: nats-py's watch signals "no more" when the consumer's info reports nothing pending, which
+        can be answered before the messages the server already sent have arrived, and then lists nothing (nor
+        `keys(filters=...)`, which walks every key of the bucket and matches substrings)."""
+        prefix = f"$KV.{BUCKET}."
+        info = await self.js.stream_info(f"KV_{BUCKET}", subjects_filter=f"{prefix}{usuario_id}.*")
+        return [subject.removeprefix(prefix) for subject in sorted(info.state.subjects or {})]
 
     @staticmethod
     def familia_de(refresh_token: str) -> str:

@@ -152,3 +152,14 @@ async def test_an_external_issuers_roles_are_mapped(keys: Any) -> None:
     )
     caller = await TokenVerifier([keycloak], clock=clock).verify(token)
     assert caller.roles == {"organizador", COMPRADOR} and caller.issuer == keycloak.issuer
+
+
+async def test_a_replica_signs_with_the_key_another_replica_rotated_in(keys: Any) -> None:
+    """A replica used to keep signing with its cached key after another one rotated, until that key was pruned
+    and its tokens failed everywhere."""
+    signing, _, clock = keys
+    twin = SigningKeys(signing.private_kv, signing.jwks_kv, signing.ring, rotate_after_s=3600, clock=clock)
+    assert (await twin.current()).kid == (await signing.current()).kid
+    new_kid = await signing.rotate()
+    clock.now += 31  # past RECHECK_S: well inside the old key's remaining validity
+    assert (await twin.current()).kid == new_kid

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from eventflow.servers import free_port
-from eventflow.system import ROOT, SERVICES
+from eventflow.system import ROOT, SERVICES, secrets_file
 
 
 def system_env(var_dir: Path, **extra: str) -> dict[str, str]:
@@ -55,3 +55,24 @@ def wait_until_gone(pids: list[int], timeout: float = 60) -> list[int]:
     while (left := [pid for pid in pids if pid_running(pid)]) and time.monotonic() < deadline:
         time.sleep(0.1)
     return left
+
+
+def admin_credentials(env: dict[str, str]) -> tuple[str, str]:
+    """The first admin's email and password: the test's own, or the local one generated into <var>/secrets.env."""
+    if env.get("EVENTFLOW_ADMIN_PASSWORD"):
+        return env["EVENTFLOW_ADMIN_EMAIL"], env["EVENTFLOW_ADMIN_PASSWORD"]
+    lines = secrets_file(Path(env["EVENTFLOW_VAR_DIR"])).read_text().splitlines()
+    stored = dict(line.split("=", 1) for line in lines if "=" in line)
+    return stored["EVENTFLOW_ADMIN_EMAIL"], stored["EVENTFLOW_ADMIN_PASSWORD"]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def sign_in(api: Any, email: str, password: str) -> dict[str, Any]:
+    """`POST /api/auth/token` through whatever `api` (an httpx.Client) points at: the tokens."""
+    resp = api.post("/api/auth/token", json={"email": email, "password": password})
+    assert resp.status_code == 200, resp.text
+    tokens: dict[str, Any] = resp.json()
+    return tokens

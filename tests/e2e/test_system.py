@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import os
 import random
 import signal
@@ -10,15 +12,28 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import orjson
 import pytest
 
+from eventflow.jetstream import connect
 from eventflow.servers import port_open
 from eventflow.system import ROOT
-from tests.e2e.system import cli, pid_running, state, system_env, url, wait_until_gone
+from tests.e2e.system import (
+    admin_credentials,
+    bearer,
+    cli,
+    pid_running,
+    sign_in,
+    state,
+    system_env,
+    url,
+    wait_until_gone,
+)
 from tests.utils.servers import Servers
 
 pytestmark = pytest.mark.slow
@@ -26,12 +41,13 @@ HAS_RESERVATIONS = (ROOT / "services" / "reservations" / "main.py").exists()
 
 
 @pytest.fixture
-def running(tmp_path: Path) -> Iterator[dict[str, str]]:
+def running(tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
+    """The whole system, started as `make up` does: (its environment, what the start printed)."""
     env = system_env(tmp_path / "var")
     started = cli(env, "--detach")
     assert started.returncode == 0, started.stdout + started.stderr
     try:
-        yield env
+        yield env, started.stdout
     finally:
         cli(env, "--down")
 
@@ -49,6 +65,7 @@ def new_user() -> dict[str, str]:
         "nombre": "Lucía",
         "apellido": "Fernández",
         "email": f"lucia.{tag}@example.com",
+        "password": f"una frase de paso {uuid.uuid4().hex[:8]}",
     }
 
 
@@ -64,18 +81,62 @@ def new_event() -> dict[str, object]:
     }
 
 
-def test_the_whole_system_answers_through_the_gateway_and_stops(running: dict[str, str]) -> None:
-    env = running
-    with httpx.Client(base_url=url(env, "gateway"), timeout=30) as api:
-        user_in = new_user()
-        created = api.post("/api/usuarios", json=user_in)
-        assert created.status_code == 201, created.text
-        user = created.json()
-        fetched = api.get(f"/api/usuarios/{user['id']}")
-        assert fetched.status_code == 200
-        assert fetched.json()["email"] == user_in["email"]
+def kid_of(token: str) -> str:
+    header = token.split(".")[0]
+    return str(orjson.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["kid"])
 
-        created = api.post("/api/eventos", json=new_event())
+
+def eventually(check: Callable[[], Any], seconds: float = 30) -> Any:
+    """`check()`'s first truthy answer, asked until a generous deadline (eventual consistency, not speed)."""
+    deadline = time.monotonic() + seconds
+    while not (found := check()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert found, "condition not reached"
+    return found
+
+
+def register(api: httpx.Client, user_in: dict[str, str]) -> dict[str, Any]:
+    created = api.post("/api/usuarios", json=user_in)
+    assert created.status_code == 201, created.text
+    user: dict[str, Any] = created.json()
+    return user
+
+
+def signed_in(api: httpx.Client, user_in: dict[str, str]) -> dict[str, str]:
+    return bearer(sign_in(api, user_in["email"], user_in["password"])["access_token"])
+
+
+def test_the_whole_system_answers_through_the_gateway_and_stops(running: tuple[dict[str, str], str]) -> None:
+    """The journey of the assignment, signed in, all through the gateway's port: a buyer registers and signs
+    in, the first admin (the generated local one) makes another user an organizer, who creates an event; the
+    buyer reserves and reads it back."""
+    env, printed = running
+    admin_email, admin_password = admin_credentials(env)
+    secrets_at = Path(env["EVENTFLOW_VAR_DIR"]) / "secrets.env"
+    assert f"{admin_email} (password: EVENTFLOW_ADMIN_PASSWORD in {secrets_at})" in printed, printed
+    assert admin_password not in printed
+    with httpx.Client(base_url=url(env, "gateway"), timeout=30) as api:
+        buyer_in = new_user()
+        user = register(api, buyer_in)
+        buyer = signed_in(api, buyer_in)
+        assert api.get(f"/api/usuarios/{user['id']}").status_code == 401
+        fetched = api.get(f"/api/usuarios/{user['id']}", headers=buyer)
+        assert fetched.status_code == 200, fetched.text
+        assert fetched.json()["email"] == buyer_in["email"]
+        assert kid_of(buyer["Authorization"].split()[1]) in {
+            key["kid"] for key in api.get("/.well-known/jwks.json").json()["keys"]
+        }
+
+        organizer_in = new_user()
+        organizer_id = register(api, organizer_in)["id"]
+        boss = bearer(sign_in(api, admin_email, admin_password)["access_token"])
+        made = api.put(f"/api/usuarios/{organizer_id}/roles", json={"roles": ["organizador"]}, headers=boss)
+        assert made.status_code == 200, made.text
+        organizer = signed_in(api, organizer_in)  # signed in after the change: the token carries the role
+        event_in = new_event()
+        assert api.post("/api/eventos", json=event_in).status_code == 401
+        assert api.post("/api/eventos", json=event_in, headers=buyer).status_code == 403
+        created = api.post("/api/eventos", json=event_in, headers=organizer)
         assert created.status_code == 201, created.text
         event = created.json()
         fetched = api.get(f"/api/eventos/{event['id']}")
@@ -89,11 +150,27 @@ def test_the_whole_system_answers_through_the_gateway_and_stops(running: dict[st
                 "cantidad": 2,
                 "pago": {"numero_tarjeta": "4242424242424242", "vencimiento": "12/30", "cvc": "123"},
             }
-            reserved = api.post("/api/reservar", json=booking, headers={"Idempotency-Key": uuid.uuid4().hex})
+            key = {"Idempotency-Key": uuid.uuid4().hex}
+            assert api.post("/api/reservar", json=booking, headers=key).status_code == 401
+            reserved = api.post("/api/reservar", json=booking, headers={**key, **buyer})
             assert reserved.status_code in (201, 202), reserved.text
-            reservation = api.get(f"/api/reservas/{reserved.json()['id']}")
-            assert reservation.status_code == 200
-            assert reservation.json()["estado"] in ("pendiente", "confirmada")
+            reserva_id = reserved.json()["id"]
+
+            def confirmed() -> dict[str, Any] | None:
+                read = api.get(f"/api/reservas/{reserva_id}", headers=buyer)
+                assert read.status_code == 200, read.text
+                return read.json() if read.json()["estado"] == "confirmada" else None
+
+            done = eventually(confirmed)
+            assert (done["usuario_id"], done["evento_id"], done["entradas"]["cantidad"]) == (user["id"], event["id"], 2)
+            assert api.get(f"/api/reservas/{reserva_id}", headers=organizer).status_code == 200, "its organizer"
+            assert api.get(f"/api/reservas/{reserva_id}").status_code == 401
+
+            def in_history() -> bool:
+                me = api.get("/api/usuarios/me", headers=buyer).json()
+                return reserva_id in {compra["reserva_id"] for compra in me["historial_compras"]}
+
+            eventually(in_history)  # the purchase reached the buyer's profile (RESERVAS projected by users)
 
         assert api.get("/api/nada").status_code == 404
         gateway_ready = api.get("/health/ready")
@@ -108,7 +185,7 @@ def test_the_whole_system_answers_through_the_gateway_and_stops(running: dict[st
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert "USUARIOS" in rebuilt.stdout and "EVENTOS" in rebuilt.stdout
     with httpx.Client(base_url=url(env, "gateway"), timeout=30) as api:
-        assert api.get(f"/api/usuarios/{user['id']}").json()["email"] == user_in["email"]
+        assert api.get(f"/api/usuarios/{user['id']}", headers=buyer).json()["email"] == buyer_in["email"]
         assert api.get(f"/api/eventos/{event['id']}").json()["nombre"] == event["nombre"]
 
     status = cli(env, "--status")
@@ -125,6 +202,47 @@ def test_the_whole_system_answers_through_the_gateway_and_stops(running: dict[st
     assert [port for port in ports if port_open(port)] == []
     assert cli(env, "--status").returncode == 3
     assert cli(env, "--down").returncode == 0  # nothing left to stop is not an error
+
+
+async def account_revision(env: dict[str, str], usuario_id: str) -> int:
+    """The revision of the user's key in CUENTAS, read straight from the system's NATS."""
+    nc = await connect(f"nats://127.0.0.1:{env['EVENTFLOW_NATS_PORT']}", "e2e-accounts")
+    try:
+        entry = await (await nc.jetstream().key_value("CUENTAS")).get(usuario_id)
+        return int(entry.revision or 0)
+    finally:
+        await nc.drain()
+
+
+@pytest.mark.parametrize("admin", ["given", "generated"])
+def test_a_second_start_with_the_same_admin_values_changes_nothing(tmp_path: Path, admin: str) -> None:
+    given = {"EVENTFLOW_ADMIN_EMAIL": "ops@pruebas.example", "EVENTFLOW_ADMIN_PASSWORD": "frase larga de operaciones"}
+    env = system_env(tmp_path / "var", EVENTFLOW_SERVICES="users", **(given if admin == "given" else {}))
+    seen: list[tuple[str, int]] = []
+    for _ in range(2):
+        started = cli(env, "--detach")
+        assert started.returncode == 0, started.stdout + started.stderr
+        try:
+            email, password = admin_credentials(env)
+            where = "the EVENTFLOW_ADMIN_PASSWORD you set" if admin == "given" else "EVENTFLOW_ADMIN_PASSWORD in"
+            assert f"{email} (password: {where}" in started.stdout and password not in started.stdout
+            with httpx.Client(base_url=url(env, "users"), timeout=30) as users:
+                me = users.get("/api/usuarios/me", headers=bearer(sign_in(users, email, password)["access_token"]))
+                assert me.status_code == 200 and "admin" in me.json()["roles"], me.text
+            seen.append((me.json()["id"], asyncio.run(account_revision(env, me.json()["id"]))))
+        finally:
+            assert cli(env, "--down").returncode == 0
+    assert seen[0] == seen[1], "the same admin, and its account not written again"
+    if admin == "given":
+        assert given["EVENTFLOW_ADMIN_PASSWORD"] not in (tmp_path / "var" / "secrets.env").read_text()
+
+
+def test_an_admin_email_without_its_password_stops_the_start_before_anything_runs(tmp_path: Path) -> None:
+    env = system_env(tmp_path / "var", EVENTFLOW_SERVICES="users", EVENTFLOW_ADMIN_EMAIL="ops@pruebas.example")
+    result = cli(env, "--detach")
+    assert result.returncode == 1
+    assert "EVENTFLOW_ADMIN_EMAIL is set without its pair" in result.stderr, result.stderr
+    assert state(env)["phase"] == "failed" and state(env)["processes"] == []
 
 
 def test_a_dying_service_stops_the_whole_system(tmp_path: Path) -> None:

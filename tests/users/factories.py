@@ -26,6 +26,11 @@ def cedula() -> str:
     return body + str(cedula_check_digit(body))
 
 
+def password() -> str:
+    """Meets the policy (services/users/contrasenas.py) and is distinctive enough to grep raw files for."""
+    return f"clave {letras(9)} {uuid.uuid4().hex[:12]}"
+
+
 def usuario(**overrides: Any) -> dict[str, Any]:
     body = {
         "tipo_documento": "DNI",
@@ -33,6 +38,7 @@ def usuario(**overrides: Any) -> dict[str, Any]:
         "nombre": letras(),
         "apellido": letras(),
         "email": f"{letras(10).lower()}.{uuid.uuid4().hex[:8]}@ejemplo-{letras(6).lower()}.com",
+        "password": password(),
     }
     body.update(overrides)
     return body

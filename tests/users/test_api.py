@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from tests.users import factories
+from tests.users.signed_in import admin_headers, registered
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -26,13 +27,16 @@ async def test_register_answers_201_with_the_user_its_id_and_location(client):
     assert user["historial_compras"] == []
     assert user["historial_url"] == f"/api/usuarios/{user['id']}/historial"
     assert user["registrado_en"]
+    assert user["roles"] == ["comprador"]
+    assert "password" not in user and body["password"] not in resp.text
 
 
 async def test_a_registered_user_is_readable_immediately_and_identical(client):
-    created = (await client.post("/api/usuarios", json=factories.usuario())).json()
-    resp = await client.get(f"/api/usuarios/{created['id']}")
+    created, mine = await registered(client)
+    resp = await client.get(f"/api/usuarios/{created['id']}", headers=mine)
     assert resp.status_code == 200
     assert resp.json() == created
+    assert (await client.get("/api/usuarios/me", headers=mine)).json() == created
 
 
 async def test_documents_are_stored_canonically(client):
@@ -47,20 +51,33 @@ async def test_documents_are_stored_canonically(client):
 
 
 async def test_reads_send_etag_and_cache_control_and_honour_if_none_match(client):
-    created = (await client.post("/api/usuarios", json=factories.usuario())).json()
-    first = await client.get(f"/api/usuarios/{created['id']}")
+    created, mine = await registered(client)
+    first = await client.get(f"/api/usuarios/{created['id']}", headers=mine)
     etag = first.headers["etag"]
     assert first.headers["cache-control"] == "private, max-age=5"
-    again = await client.get(f"/api/usuarios/{created['id']}", headers={"If-None-Match": etag})
+    again = await client.get(f"/api/usuarios/{created['id']}", headers={**mine, "If-None-Match": etag})
     assert again.status_code == 304
     assert again.content == b""
     assert again.headers["etag"] == etag
-    other = await client.get(f"/api/usuarios/{created['id']}", headers={"If-None-Match": '"something-else"'})
+    other = await client.get(f"/api/usuarios/{created['id']}", headers={**mine, "If-None-Match": '"something-else"'})
     assert other.status_code == 200
-    hist = await client.get(f"/api/usuarios/{created['id']}/historial")
+    hist = await client.get(f"/api/usuarios/{created['id']}/historial", headers=mine)
     assert hist.headers["cache-control"] == "private, max-age=5"
-    cached = await client.get(created["historial_url"], headers={"If-None-Match": hist.headers["etag"]})
+    cached = await client.get(created["historial_url"], headers={**mine, "If-None-Match": hist.headers["etag"]})
     assert cached.status_code == 304
+
+
+async def test_the_etag_changes_when_the_roles_do(client):
+    """The document joins the account's roles: a role change must not be answered with a 304 of the old one."""
+    created, mine = await registered(client)
+    before = await client.get("/api/usuarios/me", headers=mine)
+    boss = await admin_headers(client)
+    assert (
+        await client.put(f"/api/usuarios/{created['id']}/roles", json={"roles": ["organizador"]}, headers=boss)
+    ).status_code == 200
+    after = await client.get("/api/usuarios/me", headers={**mine, "If-None-Match": before.headers["etag"]})
+    assert after.status_code == 200
+    assert after.json()["roles"] == ["comprador", "organizador"]
 
 
 @pytest.mark.parametrize(
@@ -141,26 +158,40 @@ async def test_a_document_conflict_releases_the_email_claim(client):
 
 @pytest.mark.parametrize("path", [f"/api/usuarios/{uuid.uuid4()}", "/api/usuarios/not-a-uuid", "/api/usuarios/%20"])
 async def test_unknown_or_malformed_ids_are_404_problems(client, path):
-    resp = await client.get(path)
+    """Even for the admin, who may read every user; anyone else gets the same 404 for a user that exists."""
+    boss = await admin_headers(client)
+    resp = await client.get(path, headers=boss)
     assert resp.status_code == 404
     assert resp.headers["content-type"] == PROBLEM
     assert resp.json()["type"] == "/problems/user-not-found"
-    hist = await client.get(f"{path}/historial")
+    hist = await client.get(f"{path}/historial", headers=boss)
     assert hist.status_code == 404
     assert hist.json()["type"] == "/problems/user-not-found"
 
 
+@pytest.mark.parametrize("path", ["/api/usuarios/me", "/api/usuarios/{id}", "/api/usuarios/{id}/historial"])
+async def test_reads_without_a_token_are_401_with_www_authenticate(client, path):
+    created, _ = await registered(client)
+    for headers in ({}, {"Authorization": "Bearer not.a.token"}, {"Authorization": "Basic eDp5"}):
+        resp = await client.get(path.format(id=created["id"]), headers=headers)
+        assert resp.status_code == 401, headers
+        assert resp.headers["content-type"] == PROBLEM
+        assert resp.headers["www-authenticate"].startswith("Bearer")
+        assert resp.json()["type"] == "/problems/unauthenticated"
+        assert created["email"] not in resp.text
+
+
 async def test_history_of_a_new_user_is_an_empty_first_page(client):
-    created = (await client.post("/api/usuarios", json=factories.usuario())).json()
-    resp = await client.get(created["historial_url"])
+    created, mine = await registered(client)
+    resp = await client.get(created["historial_url"], headers=mine)
     assert resp.status_code == 200
     assert resp.json() == {"usuario_id": created["id"], "pagina": 1, "tamano": 20, "total": 0, "compras": []}
 
 
 @pytest.mark.parametrize("query", ["pagina=0", "tamano=0", "tamano=101", "pagina=x"])
 async def test_bad_paging_is_422(client, query):
-    created = (await client.post("/api/usuarios", json=factories.usuario())).json()
-    resp = await client.get(f"{created['historial_url']}?{query}")
+    created, mine = await registered(client)
+    resp = await client.get(f"{created['historial_url']}?{query}", headers=mine)
     assert resp.status_code == 422
     assert resp.json()["type"] == "/problems/validation"
 
@@ -174,7 +205,8 @@ async def test_health_endpoints(client):
 
 async def test_a_user_whose_data_key_is_gone_reads_as_not_found(app, client):
     """Crypto-shredding: with the wrapped key deleted, the sealed document in Redis and the log is unreadable."""
-    created = (await client.post("/api/usuarios", json=factories.usuario())).json()
-    assert (await client.get(f"/api/usuarios/{created['id']}")).status_code == 200  # fills the key cache
+    created, mine = await registered(client)
+    assert (await client.get(f"/api/usuarios/{created['id']}", headers=mine)).status_code == 200  # fills the cache
     await app.state.deps.data_keys.delete(created["id"])
-    assert (await client.get(f"/api/usuarios/{created['id']}")).status_code == 404
+    assert (await client.get(f"/api/usuarios/{created['id']}", headers=mine)).status_code == 404
+    assert (await client.get(f"/api/usuarios/{created['id']}", headers=await admin_headers(client))).status_code == 404

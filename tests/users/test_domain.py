@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.users import documentos
+from services.users import contrasenas, documentos
 from services.users.documentos import TipoDocumento
 from services.users.domain import DatosInvalidos, RegistrarUsuario, clave_documento, es_id, validar
 
@@ -16,6 +16,7 @@ def cmd(**overrides: str) -> RegistrarUsuario:
         "nombre": "  María   José ",
         "apellido": "Pérez",
         "email": "Maria.Perez@Example.COM",
+        "password": "una frase de paso bastante larga",
     }
     values.update(overrides)
     return RegistrarUsuario(**values)  # type: ignore[arg-type]
@@ -98,7 +99,7 @@ def test_validar_reports_every_broken_field_at_once():
         ("nro_documento", "1" * 30),
     ],
 )
-def test_each_rule_is_enforced(field, value):
+def test_each_rule_is_enforced(field: str, value: str) -> None:
     assert fields_in_error(cmd(**{field: value})) == {field}
 
 
@@ -120,3 +121,31 @@ def test_only_canonical_uuids_are_user_ids():
     assert not es_id("3F2B8A9E-0C1D-4E5F-8A7B-6C5D4E3F2A1B")
     assert not es_id("nope")
     assert not es_id("../../etc")
+
+
+@pytest.mark.parametrize(
+    ("password", "code"),
+    [
+        ("corta", "password_too_short"),
+        ("x" * (contrasenas.MAX_LENGTH + 1), "password_too_long"),
+        ("contraseña", "password_too_common"),  # on the list, whatever the case
+        ("QWERTYUIOP", "password_too_common"),
+        ("aaaaaaaaaaaa", "password_too_common"),  # one repeated character
+        ("abcdefghijk", "password_too_common"),  # a run
+        ("9876543210", "password_too_common"),
+        ("soy maría y nada más", "password_personal"),
+        ("clave de perez para siempre", "password_personal"),
+        ("Mi casa en example sin duda", "password_personal"),  # a word of the email
+    ],
+)
+def test_the_password_policy_names_the_rule_broken(password: str, code: str) -> None:
+    with pytest.raises(DatosInvalidos) as caught:
+        validar(cmd(password=password))
+    errors = caught.value.extra["errors"]
+    assert code in {e["code"] for e in errors if e["field"] == "password"}
+    assert all(password not in e["message"] for e in errors)
+
+
+def test_a_password_may_hold_short_words_of_the_name_and_is_never_in_the_command_repr() -> None:
+    assert contrasenas.problemas("ana y la luz del sol", "ana@ejemplo.com", "Ana", "Sol") == []
+    assert "bastante larga" not in repr(validar(cmd()))

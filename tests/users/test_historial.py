@@ -14,6 +14,7 @@ from eventflow.jetstream import RESERVAS, USUARIOS
 from services.users.bootstrap import create_app
 from services.users.projections import RECIENTES_MAX
 from tests.users import factories
+from tests.users.signed_in import headers_of, registered
 from tests.utils.app import api_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -38,14 +39,8 @@ async def append(js, app, reserva_id: str, type_: str, data: dict) -> int:
     return seq
 
 
-async def register(client) -> dict:
-    resp = await client.post("/api/usuarios", json=factories.usuario())
-    assert resp.status_code == 201
-    return resp.json()
-
-
 async def test_a_confirmed_reservation_appears_in_the_user_and_the_history(app, client, js):
-    user = await register(client)
+    user, mine = await registered(client)
     reserva_id, data = confirmada(user["id"], 0)
     await append(js, app, reserva_id, RESERVA_CONFIRMADA, data)
     expected = {
@@ -57,25 +52,25 @@ async def test_a_confirmed_reservation_appears_in_the_user_and_the_history(app, 
         "fecha": data["confirmada_en"],
         "estado": "confirmada",
     }
-    assert (await client.get(f"/api/usuarios/{user['id']}")).json()["historial_compras"] == [expected]
-    history = (await client.get(user["historial_url"])).json()
+    assert (await client.get(f"/api/usuarios/{user['id']}", headers=mine)).json()["historial_compras"] == [expected]
+    history = (await client.get(user["historial_url"], headers=mine)).json()
     assert history["total"] == 1
     assert history["compras"] == [expected]
 
 
 async def test_the_embedded_list_is_bounded_and_the_history_pages_the_rest(app, client, js):
-    user = await register(client)
+    user, mine = await registered(client)
     ids = []
     for n in range(RECIENTES_MAX + 5):
         reserva_id, data = confirmada(user["id"], n)
         await append(js, app, reserva_id, RESERVA_CONFIRMADA, data)
         ids.append(reserva_id)
     newest_first = ids[::-1]
-    embedded = (await client.get(f"/api/usuarios/{user['id']}")).json()["historial_compras"]
+    embedded = (await client.get(f"/api/usuarios/{user['id']}", headers=mine)).json()["historial_compras"]
     assert [c["reserva_id"] for c in embedded] == newest_first[:RECIENTES_MAX]
-    page1 = (await client.get(f"{user['historial_url']}?tamano=10")).json()
-    page3 = (await client.get(f"{user['historial_url']}?tamano=10&pagina=3")).json()
-    beyond = (await client.get(f"{user['historial_url']}?tamano=10&pagina=4")).json()
+    page1 = (await client.get(f"{user['historial_url']}?tamano=10", headers=mine)).json()
+    page3 = (await client.get(f"{user['historial_url']}?tamano=10&pagina=3", headers=mine)).json()
+    beyond = (await client.get(f"{user['historial_url']}?tamano=10&pagina=4", headers=mine)).json()
     assert page1["total"] == page3["total"] == RECIENTES_MAX + 5
     assert [c["reserva_id"] for c in page1["compras"]] == newest_first[:10]
     assert [c["reserva_id"] for c in page3["compras"]] == newest_first[20:]
@@ -83,10 +78,10 @@ async def test_the_embedded_list_is_bounded_and_the_history_pages_the_rest(app, 
 
 
 async def test_a_cancellation_marks_the_purchase_everywhere_and_keeps_it(app, client, js):
-    user = await register(client)
+    user, mine = await registered(client)
     reserva_id, data = confirmada(user["id"], 1)
     await append(js, app, reserva_id, RESERVA_CONFIRMADA, data)
-    before = await client.get(f"/api/usuarios/{user['id']}")
+    before = await client.get(f"/api/usuarios/{user['id']}", headers=mine)
     cancel = {
         "reserva_id": reserva_id,
         "usuario_id": user["id"],
@@ -97,17 +92,17 @@ async def test_a_cancellation_marks_the_purchase_everywhere_and_keeps_it(app, cl
         "cancelada_en": datetime.now(UTC).isoformat(),
     }
     await append(js, app, reserva_id, RESERVA_CANCELADA, cancel)
-    after = await client.get(f"/api/usuarios/{user['id']}", headers={"If-None-Match": before.headers["etag"]})
+    after = await client.get(f"/api/usuarios/{user['id']}", headers={**mine, "If-None-Match": before.headers["etag"]})
     assert after.status_code == 200  # the document changed, so the old ETag no longer matches
     (entry,) = after.json()["historial_compras"]
     assert entry["estado"] == "cancelada"
     assert entry["cancelada_en"] == cancel["cancelada_en"]
     assert entry["importe_reembolsado"] == 39.98
-    assert (await client.get(user["historial_url"])).json()["compras"] == [entry]
+    assert (await client.get(user["historial_url"], headers=mine)).json()["compras"] == [entry]
 
 
 async def test_rejections_and_cancellations_of_unknown_purchases_change_nothing(app, client, js):
-    user = await register(client)
+    user, mine = await registered(client)
     rejected = {
         "reserva_id": str(uuid.uuid4()),
         "usuario_id": user["id"],
@@ -119,8 +114,8 @@ async def test_rejections_and_cancellations_of_unknown_purchases_change_nothing(
     await append(js, app, rejected["reserva_id"], RESERVA_RECHAZADA, rejected)
     stray = {**rejected, "asientos": [], "importe_reembolsado_centimos": 0, "cancelada_en": rejected["rechazada_en"]}
     await append(js, app, rejected["reserva_id"], RESERVA_CANCELADA, stray)
-    assert (await client.get(f"/api/usuarios/{user['id']}")).json()["historial_compras"] == []
-    assert (await client.get(user["historial_url"])).json()["total"] == 0
+    assert (await client.get(f"/api/usuarios/{user['id']}", headers=mine)).json()["historial_compras"] == []
+    assert (await client.get(user["historial_url"], headers=mine)).json()["total"] == 0
 
 
 async def test_a_purchase_projected_before_its_buyer_is_joined_when_the_buyer_arrives(servers, js, app):
@@ -133,13 +128,15 @@ async def test_a_purchase_projected_before_its_buyer_is_joined_when_the_buyer_ar
         await runner.stop()  # hold the user projection back, in every replica
         await other_replica.stop()
         try:
-            user = (await client.post("/api/usuarios", json=factories.usuario())).json()
+            body = factories.usuario()
+            user = (await client.post("/api/usuarios", json=body)).json()
+            mine = await headers_of(client, body)  # signing in needs the log, not the read model
             reserva_id, data = confirmada(user["id"], 7)
             await append(js, app, reserva_id, RESERVA_CONFIRMADA, data)
-            assert (await client.get(f"/api/usuarios/{user['id']}")).status_code == 404
+            assert (await client.get(f"/api/usuarios/{user['id']}", headers=mine)).status_code == 404
         finally:
             other_replica.start()
             runner.start()
         assert await runner.wait_for(await EventStore(js, USUARIOS).last_sequence(), 10)
-        resp = await client.get(f"/api/usuarios/{user['id']}")
+        resp = await client.get(f"/api/usuarios/{user['id']}", headers=mine)
         assert [c["reserva_id"] for c in resp.json()["historial_compras"]] == [reserva_id]

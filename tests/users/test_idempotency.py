@@ -16,8 +16,8 @@ from eventflow.crypto import Pseudonymizer
 from eventflow.eventstore import EventStore
 from eventflow.jetstream import USUARIOS
 from services.users.bootstrap import CLAIMS_BUCKET
-from services.users.domain import usuario_id_para
 from tests.users import factories
+from tests.users.signed_in import headers_of
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 PERSONAL = ("nro_documento", "nombre", "apellido", "email")
@@ -25,6 +25,11 @@ PERSONAL = ("nro_documento", "nombre", "apellido", "email")
 
 def key() -> dict[str, str]:
     return {"Idempotency-Key": str(uuid.uuid4())}
+
+
+def usuario_id_para(settings, idempotency_key: str) -> str:
+    """The id a registration under this key gets: an HMAC with the pseudonym key, not computable without it."""
+    return Pseudonymizer(settings.pseudonym_key_bytes).id_for("usuario", idempotency_key)
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -37,47 +42,61 @@ async def log_of(js, usuario_id: str) -> list:
     return events
 
 
-async def test_same_key_and_body_twice_answers_the_same_user_once_in_the_log(client, js):
+async def test_same_key_and_body_twice_answers_the_same_user_once_in_the_log(client, js, settings):
     body, headers = factories.usuario(), key()
     first = await client.post("/api/usuarios", json=body, headers=headers)
     again = await client.post("/api/usuarios", json=body, headers=headers)
     assert (first.status_code, again.status_code) == (201, 200), again.text
     assert again.json() == first.json()
-    assert first.json()["id"] == usuario_id_para(headers["Idempotency-Key"])
+    assert first.json()["id"] == usuario_id_para(settings, headers["Idempotency-Key"])
     assert again.headers["location"] == first.headers["location"]
     assert again.headers["idempotency-key"] == headers["Idempotency-Key"]
     events = await log_of(js, first.json()["id"])
     assert [e.type for e in events] == [USUARIO_REGISTRADO]
     huella = events[0].data["huella"]
     assert huella.startswith("registro.") and not any(body[f].lower() in huella.lower() for f in PERSONAL)
-    read = await client.get(first.headers["location"])
+    read = await client.get(first.headers["location"], headers=await headers_of(client, body))
     assert read.status_code == 200 and read.json()["email"] == body["email"]
+
+
+async def test_a_repeat_with_another_password_keeps_the_first_one(client):
+    """The password is not part of "the same request" (it is never fingerprinted): the retry answers the stored
+    user, and only the password of the request that registered signs in."""
+    body, headers = factories.usuario(), key()
+    assert (await client.post("/api/usuarios", json=body, headers=headers)).status_code == 201
+    other = {**body, "password": factories.password()}
+    assert (await client.post("/api/usuarios", json=other, headers=headers)).status_code == 200
+    assert (
+        await client.post("/api/auth/token", json={"email": body["email"], "password": other["password"]})
+    ).status_code == 401
+    assert await headers_of(client, body)
 
 
 async def test_concurrent_requests_with_one_key_register_one_user(client, js, claims, servers):
     body, headers = factories.usuario(), key()
     answers = await asyncio.gather(*(client.post("/api/usuarios", json=body, headers=headers) for _ in range(8)))
     assert sorted(a.status_code for a in answers) == [200] * 7 + [201], [a.text for a in answers]
-    usuario_id = usuario_id_para(headers["Idempotency-Key"])
+    usuario_id = usuario_id_para(servers.settings(), headers["Idempotency-Key"])
     assert {a.json()["id"] for a in answers} == {usuario_id}
     assert len({a.json()["registrado_en"] for a in answers}) == 1
     assert len(await log_of(js, usuario_id)) == 1
-    # no duplicate undid the winner's steps: its data key opens the stored data, its claims still hold
-    assert (await client.get(f"/api/usuarios/{usuario_id}")).json()["email"] == body["email"]
+    # no duplicate undid the winner's steps: its data key opens the stored data, its claims and account still hold
+    mine = await headers_of(client, body)
+    assert (await client.get(f"/api/usuarios/{usuario_id}", headers=mine)).json()["email"] == body["email"]
     email_claim = await claims.get(
         Pseudonymizer(servers.settings().pseudonym_key_bytes).pseudonym("email", body["email"])
     )
     assert email_claim is not None and email_claim.owner == usuario_id
 
 
-async def test_same_key_with_a_different_body_is_a_problem_and_takes_nothing(client, js):
+async def test_same_key_with_a_different_body_is_a_problem_and_takes_nothing(client, js, settings):
     body, other, headers = factories.usuario(), factories.usuario(), key()
     assert (await client.post("/api/usuarios", json=body, headers=headers)).status_code == 201
     reused = await client.post("/api/usuarios", json=other, headers=headers)
     assert reused.status_code == 422
     assert reused.headers["content-type"] == "application/problem+json"
     assert reused.json()["type"] == "/problems/idempotency-key-reused"
-    events = await log_of(js, usuario_id_para(headers["Idempotency-Key"]))
+    events = await log_of(js, usuario_id_para(settings, headers["Idempotency-Key"]))
     assert len(events) == 1
     # the refused body claimed neither its email nor its document
     assert (await client.post("/api/usuarios", json=other)).status_code == 201
@@ -111,7 +130,7 @@ async def test_a_retry_after_a_writer_died_reuses_its_data_key_and_renews_its_ol
 ):
     """A crashed attempt left its data key and the claims (owner = the derived id), older than the write deadline."""
     body, headers = factories.usuario(), key()
-    usuario_id = usuario_id_para(headers["Idempotency-Key"])
+    usuario_id = usuario_id_para(servers.settings(), headers["Idempotency-Key"])
     pseudonyms = Pseudonymizer(servers.settings().pseudonym_key_bytes)
     doc = f"{body['tipo_documento']}:{body['nro_documento']}"
     old = orjson.dumps({"owner": usuario_id, "at": time.time() - 30})
@@ -121,7 +140,8 @@ async def test_a_retry_after_a_writer_died_reuses_its_data_key_and_renews_its_ol
     retried = await client.post("/api/usuarios", json=body, headers=headers)
     assert retried.status_code == 201, retried.text
     assert retried.json()["id"] == usuario_id and len(await log_of(js, usuario_id)) == 1
-    assert (await client.get(f"/api/usuarios/{usuario_id}")).json()["email"] == body["email"]
+    mine = await headers_of(client, body)
+    assert (await client.get(f"/api/usuarios/{usuario_id}", headers=mine)).json()["email"] == body["email"]
     assert await app.state.deps.data_keys.get(usuario_id) == dead_attempts_key
 
 

@@ -1,4 +1,5 @@
-"""With NATS (the CP side) down, reads of known users keep working from Redis; writes refuse cleanly."""
+"""With NATS (the CP side) down, reads of known users keep working from Redis (tokens verify with the keys in
+memory; the roles come from the caller's own token); writes refuse cleanly."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from eventflow.servers import start_nats
 from services.users.bootstrap import create_app
 from tests.users import factories
+from tests.users.signed_in import admin_headers, registered
 from tests.utils.app import api_client
 from tests.utils.servers import running_servers
 
@@ -17,18 +19,23 @@ from tests.utils.servers import running_servers
 async def test_reads_stay_available_and_writes_answer_503_while_nats_is_down(tmp_path):
     with running_servers(tmp_path) as servers:
         async with api_client(create_app(servers.settings())) as client:
-            read_before = (await client.post("/api/usuarios", json=factories.usuario())).json()
-            never_read = (await client.post("/api/usuarios", json=factories.usuario())).json()
-            assert (await client.get(f"/api/usuarios/{read_before['id']}")).status_code == 200  # caches its key
+            read_before, mine = await registered(client)  # signing in needs NATS: done before it goes
+            never_read, never_reads = await registered(client)
+            boss = await admin_headers(client)
+            assert (await client.get(f"/api/usuarios/{read_before['id']}", headers=mine)).status_code == 200
+            assert (await client.get(f"/api/usuarios/{read_before['id']}", headers=boss)).status_code == 200
             body = factories.usuario()
             nats = servers.nats
             nats.stop()
             try:
-                available = await client.get(f"/api/usuarios/{read_before['id']}")
+                available = await client.get(f"/api/usuarios/{read_before['id']}", headers=mine)
                 assert available.status_code == 200
                 assert available.json() == read_before
+                by_admin = await client.get(f"/api/usuarios/{read_before['id']}", headers=boss)
+                assert by_admin.status_code == 503, "another user's roles cannot be read: not guessed"
+                assert by_admin.json()["type"] == "/problems/account-unavailable"
                 uncached, refused = await asyncio.gather(  # each waits out the 5 s NATS request timeout
-                    client.get(f"/api/usuarios/{never_read['id']}"),
+                    client.get(f"/api/usuarios/{never_read['id']}", headers=never_reads),
                     client.post("/api/usuarios", json=body),
                 )
                 assert uncached.status_code == 503
@@ -45,4 +52,4 @@ async def test_reads_stay_available_and_writes_answer_503_while_nats_is_down(tmp
                     break
                 await asyncio.sleep(0.1)
             assert retried.status_code == 201
-            assert (await client.get(f"/api/usuarios/{never_read['id']}")).status_code == 200
+            assert (await client.get(f"/api/usuarios/{never_read['id']}", headers=never_reads)).status_code == 200

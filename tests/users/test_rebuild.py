@@ -13,6 +13,7 @@ from eventflow.jetstream import RESERVAS
 from eventflow.projections import ProjectionRunner
 from services.users.bootstrap import read_models
 from tests.users import factories
+from tests.users.signed_in import admin_headers
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -33,11 +34,11 @@ async def buy(js, usuario_id: str, n: int) -> int:
     return seq
 
 
-async def snapshot(client, ids: list[str]) -> dict[str, tuple]:
+async def snapshot(client, ids: list[str], boss: dict[str, str]) -> dict[str, tuple]:
     views = {}
     for usuario_id in ids:
-        user = await client.get(f"/api/usuarios/{usuario_id}")
-        history = await client.get(f"/api/usuarios/{usuario_id}/historial?tamano=100")
+        user = await client.get(f"/api/usuarios/{usuario_id}", headers=boss)
+        history = await client.get(f"/api/usuarios/{usuario_id}/historial?tamano=100", headers=boss)
         assert user.status_code == history.status_code == 200
         views[usuario_id] = (user.json(), user.headers["etag"], history.json(), history.headers["etag"])
     return views
@@ -50,13 +51,14 @@ async def test_drop_and_rebuild_gives_identical_documents(app, client, js, rds):
         for n in range(1, 4 + 3 * i):
             seq = await buy(js, usuario_id, n)
     assert await app.state.runners["usuarios-historial"].wait_for(seq, 10)
-    before = await snapshot(client, ids)
+    boss = await admin_headers(client)
+    before = await snapshot(client, ids, boss)
     assert any(len(view[0]["historial_compras"]) > 1 for view in before.values())
 
     dropped = [key async for key in rds.scan_iter(match="usuarios:*")]
     dropped += [key async for key in rds.scan_iter(match="proj:usuarios*")]
     await rds.delete(*dropped)
-    assert (await client.get(f"/api/usuarios/{ids[0]}")).status_code == 404
+    assert (await client.get(f"/api/usuarios/{ids[0]}", headers=boss)).status_code == 404
 
     # The replay a wiped Redis gets (`make rebuild` instead builds a new generation: test_rebuild_live.py).
     runners = [ProjectionRunner(js, rds, stream, projection) for stream, projection in read_models()]
@@ -65,4 +67,4 @@ async def test_drop_and_rebuild_gives_identical_documents(app, client, js, rds):
         await runner.reset()
     for runner in runners:
         await runner.catch_up(timeout=60)
-    assert await snapshot(client, ids) == before
+    assert await snapshot(client, ids, boss) == before

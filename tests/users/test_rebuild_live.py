@@ -23,6 +23,7 @@ from eventflow.rebuild import rebuild
 from services.users.bootstrap import create_app, read_models
 from services.users.projections import HistorialProjection, UsuariosProjection
 from tests.users import factories
+from tests.users.signed_in import admin_headers, headers_of
 from tests.utils.app import api_client
 from tests.utils.rebuilding import Gate, GatedProjection, RedisGate, deletes, dump, fresh_db, rebuild_stopping
 
@@ -41,17 +42,19 @@ def gated_read_models(usuario_id: str, gate: Gate) -> list:
     return [(USUARIOS, UsuariosProjection()), (RESERVAS, GatedProjection(HistorialProjection(), first_purchase, gate))]
 
 
-async def snapshot(client, usuario_id: str) -> tuple:
-    user = await client.get(f"/api/usuarios/{usuario_id}")
-    history = await client.get(f"/api/usuarios/{usuario_id}/historial?tamano=100")
+async def snapshot(client, usuario_id: str, boss: dict[str, str]) -> tuple:
+    """What the admin (who may read every user) reads of one user."""
+    user = await client.get(f"/api/usuarios/{usuario_id}", headers=boss)
+    history = await client.get(f"/api/usuarios/{usuario_id}/historial?tamano=100", headers=boss)
     assert user.status_code == history.status_code == 200, (user.status_code, history.status_code)
     return user.json(), user.headers["etag"], history.json(), history.headers["etag"]
 
 
-async def whole_history(client, usuario_id: str) -> list[str]:
+async def whole_history(client, usuario_id: str, boss: dict[str, str]) -> list[str]:
     reservas: list[str] = []
     for pagina in range(1, 1000):
-        page = (await client.get(f"/api/usuarios/{usuario_id}/historial?tamano=100&pagina={pagina}")).json()
+        path = f"/api/usuarios/{usuario_id}/historial?tamano=100&pagina={pagina}"
+        page = (await client.get(path, headers=boss)).json()
         reservas += [compra["reserva_id"] for compra in page["compras"]]
         if len(reservas) >= page["total"]:
             return reservas
@@ -76,6 +79,7 @@ async def test_a_rebuild_under_live_purchases_keeps_users_readable_and_equals_a_
         async with api_client(app) as client:
             registered = [await client.post("/api/usuarios", json=factories.usuario()) for _ in range(4)]
             ids = [response.json()["id"] for response in registered]
+            boss = await admin_headers(client)
             runner = app.state.runners["usuarios-historial"]
 
             async def buy(usuario_id: str) -> tuple[factories.ReservaConfirmadaData, int]:
@@ -92,13 +96,13 @@ async def test_a_rebuild_under_live_purchases_keeps_users_readable_and_equals_a_
             )
             assert await runner.wait_for(seq, 10)
             quiet = ids[3]  # no live traffic for this one: it must read the same all along
-            before = await snapshot(client, quiet)
+            before = await snapshot(client, quiet, boss)
             assert before[2]["total"] == 5 and before[0]["historial_compras"][0]["estado"] == "cancelada"
 
             async def readable() -> None:
-                assert await snapshot(client, quiet) == before
+                assert await snapshot(client, quiet, boss) == before
                 for usuario_id in ids[:3]:
-                    await snapshot(client, usuario_id)
+                    await snapshot(client, usuario_id, boss)
 
             stop = asyncio.Event()
 
@@ -113,9 +117,12 @@ async def test_a_rebuild_under_live_purchases_keeps_users_readable_and_equals_a_
 
             async def newcomers() -> None:
                 while not stop.is_set():
-                    response = await client.post("/api/usuarios", json=factories.usuario())
+                    body = factories.usuario()
+                    response = await client.post("/api/usuarios", json=body)
                     assert response.status_code == 201
-                    assert (await client.get(response.headers["location"])).status_code == 200  # read-your-writes
+                    mine = await headers_of(client, body)
+                    read = await client.get(response.headers["location"], headers=mine)
+                    assert read.status_code == 200  # read-your-writes
                     await asyncio.sleep(0.02)
 
             async def a_purchase_projected_now_and_everyone_readable(usuario_id: str) -> None:
@@ -144,7 +151,7 @@ async def test_a_rebuild_under_live_purchases_keeps_users_readable_and_equals_a_
                 assert await projection_runner.wait_for(head, 30)
             await readable()
             for usuario_id in ids:
-                reservas = await whole_history(client, usuario_id)
+                reservas = await whole_history(client, usuario_id, boss)
                 assert len(reservas) == len(set(reservas)) == bought[usuario_id], "a purchase lost, or twice"
             live, generations = await read_model(settings)
         assert reached == {"midway", "deleting"}

@@ -14,8 +14,10 @@ from eventflow.crypto import Pseudonymizer
 from eventflow.eventstore import EventStore
 from eventflow.jetstream import USUARIOS
 from services.users.bootstrap import CLAIMS_BUCKET, create_app
+from services.users.cuentas import BUCKET as CUENTAS
 from services.users.privacy import KEYS_BUCKET
 from tests.users import factories
+from tests.users.signed_in import headers_of
 from tests.utils.app import api_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -43,8 +45,14 @@ async def test_twelve_clients_racing_for_one_email_get_one_201_and_eleven_409(cl
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [201] + [409] * 11
     assert {r.json()["type"] for r in responses if r.status_code == 409} == {"/problems/email-taken"}
-    winner = next(r.json() for r in responses if r.status_code == 201)
-    assert (await client.get(f"/api/usuarios/{winner['id']}")).json()["email"] == email
+    (won,) = [(r.json(), body) for r, body in zip(responses, bodies, strict=True) if r.status_code == 201]
+    winner, winners_body = won
+    mine = await headers_of(client, winners_body)  # the account is the winner's: its password signs in
+    assert (await client.get(f"/api/usuarios/{winner['id']}", headers=mine)).json()["email"] == email
+    losers = [body for body in bodies if body is not winners_body][:3]  # a few: more would be throttled
+    for body in losers:
+        sign_in = {"email": email, "password": body["password"]}
+        assert (await client.post("/api/auth/token", json=sign_in)).status_code == 401
 
 
 async def test_twelve_clients_racing_for_one_document_get_one_201(client):
@@ -70,7 +78,7 @@ class FailingStore:
         raise ConnectionError("no ack")
 
     async def load(self, aggregate_id):
-        if self.load_failures > 0:
+        if self.appended and self.load_failures > 0:  # down from the failed append on (not at the start)
             self.load_failures -= 1
             raise ConnectionError("still down")
         return await self.real.load(aggregate_id)
@@ -93,8 +101,9 @@ async def test_a_failed_append_releases_the_claims_and_deletes_the_data_key(serv
     assert resp.json()["type"] == "/problems/registration-not-completed"
     for key in keys_of(body, pseudonyms):
         assert await claims.get(key) is None
-    with pytest.raises(KeyNotFoundError):
-        await (await js.key_value(KEYS_BUCKET)).get(store.appended[0])
+    for bucket in (KEYS_BUCKET, CUENTAS):  # the data key and the account (password hash) alike
+        with pytest.raises(KeyNotFoundError):
+            await (await js.key_value(bucket)).get(store.appended[0])
     assert (await store.real.load(store.appended[0]))[0] == []
 
 
@@ -107,10 +116,12 @@ async def test_after_a_compensated_failure_the_same_data_registers(servers, js, 
 
 async def test_an_append_that_landed_despite_the_error_is_a_success(servers, js):
     store = FailingStore(EventStore(js, USUARIOS), lands=True)
+    body = factories.usuario()
     async with api_client(create_app(servers.settings(), event_store=store)) as flaky:
-        resp = await flaky.post("/api/usuarios", json=factories.usuario())
+        resp = await flaky.post("/api/usuarios", json=body)
         assert resp.status_code == 201
-        assert (await flaky.get(f"/api/usuarios/{resp.json()['id']}")).json() == resp.json()
+        mine = await headers_of(flaky, body)
+        assert (await flaky.get(f"/api/usuarios/{resp.json()['id']}", headers=mine)).json() == resp.json()
 
 
 async def test_when_the_outcome_is_unknown_the_registration_is_reconciled_later(servers, js, claims, pseudonyms):
@@ -123,8 +134,9 @@ async def test_when_the_outcome_is_unknown_the_registration_is_reconciled_later(
             return all([await claims.get(key) is None for key in keys_of(body, pseudonyms)])
 
         await eventually(released)  # once the log answers "not there", the claims are given back
-    with pytest.raises(KeyNotFoundError):
-        await (await js.key_value(KEYS_BUCKET)).get(store.appended[0])
+    for bucket in (KEYS_BUCKET, CUENTAS):
+        with pytest.raises(KeyNotFoundError):
+            await (await js.key_value(bucket)).get(store.appended[0])
 
 
 async def test_a_registration_that_landed_unseen_is_kept_by_the_reconciliation(servers, js, claims, pseudonyms):
@@ -141,7 +153,8 @@ async def test_a_registration_that_landed_unseen_is_kept_by_the_reconciliation(s
         for key in keys_of(body, pseudonyms):
             held = await claims.get(key)
             assert held is not None and held.owner == store.appended[0]
-        assert (await down.get(f"/api/usuarios/{store.appended[0]}")).status_code == 200
+        mine = await headers_of(down, body)  # the account was kept with the rest
+        assert (await down.get(f"/api/usuarios/{store.appended[0]}", headers=mine)).status_code == 200
 
 
 async def test_a_writer_past_its_deadline_does_not_append(servers, js, claims, pseudonyms):
@@ -171,7 +184,8 @@ async def test_a_stale_claim_of_a_writer_that_crashed_is_taken_over(servers, cla
         racers = await asyncio.gather(*(users.post("/api/usuarios", json=body) for _ in range(6)))
         assert sorted(r.status_code for r in racers) == [201] + [409] * 5  # the take-over is a CAS: one wins
         winner = next(r.json() for r in racers if r.status_code == 201)
-        assert (await users.get(f"/api/usuarios/{winner['id']}")).status_code == 200
+        mine = await headers_of(users, body)
+        assert (await users.get(f"/api/usuarios/{winner['id']}", headers=mine)).status_code == 200
     for key in (email_key, doc_key):
         held = await claims.get(key)
         assert held is not None and held.owner == winner["id"]
