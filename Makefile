@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run up down status test lint typecheck bench rebuild clean system-deps
+.PHONY: run up down status test lint typecheck bench rebuild clean system-deps test-deps compose-test offline-images
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ system-deps:
 
 venv: $(STAMP) system-deps
 
+## promtool (tests/deploy checks the Prometheus config and alert rules with it) from Debian's prometheus package.
+test-deps:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  echo "promtool not found: installing Debian's prometheus package"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
 run: venv           ## start NATS, Redis and every service in the foreground; Ctrl-C stops all
 	$(PY) -m eventflow.run
 
@@ -33,7 +39,7 @@ status:             ## list each process, its port and whether it is ready (noth
 	@test -x $(PY) || { echo "EventFlow is not installed here yet: make run"; exit 0; }; \
 	$(PY) -m eventflow.run --status; rc=$$?; [ $$rc -eq 3 ] || exit $$rc
 
-test: venv          ## lint, types, then every test on real NATS and Redis servers the fixtures start
+test: venv test-deps ## lint, types, then every test on real NATS and Redis servers the fixtures start
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
@@ -52,6 +58,12 @@ bench: venv         ## benchmarks; prints tables (see bench/)
 
 rebuild: venv       ## rebuild the read models from the log into a new generation and switch (safe while running; SERVICES="users events")
 	$(PY) -m eventflow.rebuild $(SERVICES)
+
+compose-test: venv  ## the Compose stack for real: images built offline, journey, flash sale with a NATS node killed (see tests/deploy/compose_stack.py)
+	$(PY) -m tests.deploy.compose_stack
+
+offline-images: venv  ## the images docker-compose.yml runs, built with no registry (deploy/offline-images.sh)
+	PYTHON=$(PY) bash deploy/offline-images.sh
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -2,7 +2,8 @@
 
 Each aggregate is one subject. Appends carry the version the writer read
 (`Nats-Expected-Last-Subject-Sequence`), so two writers racing on one aggregate cannot both win, and the
-event id as `Nats-Msg-Id`, so a retried append after an ambiguous timeout is stored once.
+event id as `Nats-Msg-Id`, so a retried append after an ambiguous timeout is stored once. Each event also carries
+the W3C `traceparent` of the work that appended it, so its projections log in the same trace.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from eventflow.errors import Conflict
 from eventflow.jetstream import StreamSpec
+from eventflow.logs import trace_headers
 from eventflow.retry import retry_by_time
 
 TYPE_HEADER = "EventFlow-Type"
@@ -93,7 +95,7 @@ class EventStore:
         version = expected_version
         seq = 0
         for event in events:
-            headers = {"Nats-Msg-Id": event.id, TYPE_HEADER: event.type}
+            headers = {"Nats-Msg-Id": event.id, TYPE_HEADER: event.type, **trace_headers()}
             if version is not None:
                 headers["Nats-Expected-Last-Subject-Sequence"] = str(version)
             seq = await self._publish(self.spec.subject(aggregate_id), _encode(aggregate_id, event), headers)

@@ -8,6 +8,8 @@ checkpoint is exactly one behind it. Consequences:
 - resumable: a restart subscribes from checkpoint + 1;
 - self-healing and rebuildable: if the read model is wiped (Redis is the AP side, it may lose data),
   the checkpoint reads 0, the next event is a gap, and the runner replays the log from the start;
+- traced: an event appended with a W3C `traceparent` header is applied in that trace (a span of its own), and the
+  runner logs one line per applied event in it, so a reservation's trace reaches its read models;
 - never stalled by one bad event: an event the projection keeps failing on (not a Redis outage, which is
   retried forever) is parked after a few attempts: logged at error level, listed with its reason under
   `proj:<name>:<stream>:parked`, counted in `runner.parked`, and the read model moves on.
@@ -37,6 +39,7 @@ from redis.exceptions import RedisError, WatchError
 from eventflow.eventstore import StoredEvent
 from eventflow.generations import Generation, checkpoint_key, parse
 from eventflow.jetstream import StreamSpec
+from eventflow.logs import TRACEPARENT, parse_traceparent, trace_var
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +144,7 @@ class ProjectionRunner:
                 if watchdog in done:
                     watchdog.result()
                 msg = next_msg.result()
-                await self._apply_once(msg.metadata.sequence.stream, msg.subject, msg.data)
+                await self._apply_traced(msg)
                 self.stalled = None
         finally:
             for task in (watchdog, next_msg):
@@ -162,6 +165,18 @@ class ProjectionRunner:
                 raise _Gap()
 
     # -- applying --------------------------------------------------------------------------------
+    async def _apply_traced(self, msg: Msg) -> None:
+        """Apply one delivered event in the trace it was appended in (if it carries one), and log it there."""
+        caller = parse_traceparent((msg.headers or {}).get(TRACEPARENT))
+        token = trace_var.set(caller.child() if caller is not None else None)
+        try:
+            seq = msg.metadata.sequence.stream
+            await self._apply_once(seq, msg.subject, msg.data)
+            if caller is not None:
+                log.info("projected", extra={"projection": self.checkpoint_key, "seq": seq, "subject": msg.subject})
+        finally:
+            trace_var.reset(token)
+
     async def _apply_once(self, seq: int, subject: str, payload: bytes) -> None:
         """Apply one event exactly once, in order; park it if it keeps failing for a reason not Redis's."""
         failures = 0

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -109,8 +109,19 @@ def redis_server_binary() -> str:
     return found
 
 
-def start_nats(port: int, data_dir: Path, log_path: Path, *, timeout: float = 20.0) -> ServerProcess:
-    """Single node, JetStream on file storage with an fsync per write (`sync_interval: always`)."""
+def start_nats(
+    port: int,
+    data_dir: Path,
+    log_path: Path,
+    *,
+    timeout: float = 20.0,
+    extra_config: str = "",
+    env: Mapping[str, str] | None = None,
+) -> ServerProcess:
+    """Single node, JetStream on file storage with an fsync per write (`sync_interval: always`).
+
+    `extra_config` is appended to the configuration (say, an `include` of deploy/nats/auth.conf) and `env` added to
+    the server's environment (the variables such a file names)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     conf = data_dir.parent / f"nats-{port}.conf"
@@ -121,7 +132,7 @@ def start_nats(port: int, data_dir: Path, log_path: Path, *, timeout: float = 20
         "jetstream {\n"
         f'  store_dir: "{data_dir}"\n'
         "  sync_interval: always\n"
-        "}\n"
+        "}\n" + extra_config
     )
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -130,6 +141,7 @@ def start_nats(port: int, data_dir: Path, log_path: Path, *, timeout: float = 20
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=_die_with_parent(),
+            env={**os.environ, **(env or {})},
         )
     server = ServerProcess("nats", port, proc, data_dir, log_path)
     wait_for_port(port, proc, timeout, "nats-server")
