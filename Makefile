@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run up down status test lint typecheck bench rebuild clean system-deps test-deps compose-test offline-images
+.PHONY: locust run up down status test lint typecheck bench rebuild clean system-deps test-deps compose-test offline-images
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,16 @@ lint: venv
 
 typecheck: venv
 	$(PY) -m mypy
+
+LOADTEST_HOST ?= http://127.0.0.1:8080
+LOCUST_USERS  ?= 200
+LOCUST_TIME   ?= 60s
+
+locust: venv        ## Locust against a running system (make up): browse / buy / cancel; CSV + HTML in var/loadtest/
+	$(PY) -m pip install --quiet 'locust>=2.20'
+	@mkdir -p var/loadtest
+	$(PY) -m locust -f loadtest/locust/locustfile.py --headless -u $(LOCUST_USERS) -r 50 -t $(LOCUST_TIME) \
+	  --host $(LOADTEST_HOST) --csv var/loadtest/locust --html var/loadtest/locust.html --only-summary
 
 bench: venv         ## benchmarks; prints tables (see bench/)
 	$(PY) -m bench.reservations
