@@ -192,15 +192,24 @@ class PublishedKeys:
         return self._jwks
 
     async def refresh(self, force: bool = False) -> None:
+        """Reload the published keys. An on-demand reload asked for inside the rate-limit window waits for it
+        rather than being skipped (a key published a moment after our last read must still verify), and
+        callers queued behind a reload that started after they asked reuse it."""
+        asked_at = time.monotonic()
         async with self._lock:
-            if not force and time.monotonic() - self._loaded_at < self.min_refresh_s:
-                return
+            if not force:
+                if self._loaded_at > asked_at:
+                    return
+                wait = self.min_refresh_s - (time.monotonic() - self._loaded_at)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            started = time.monotonic()
             published = await read_published(self.jwks_kv)
             now = time.time()
             live = [doc["jwk"] for doc in published.values() if doc.get("not_after") is None or doc["not_after"] > now]
             self._jwks = {"keys": live}
             self._keyset = KeySet.import_key_set({"keys": live}) if live else KeySet([])  # none before the first
-            self._loaded_at = time.monotonic()
+            self._loaded_at = started
 
     async def run(self, refresh_every_s: float = 60.0) -> None:
         while True:

@@ -70,6 +70,17 @@ async def test_a_token_signed_with_the_current_key_verifies(keys: Any) -> None:
     assert caller.sub == "u-1" and caller.roles == {ADMIN, COMPRADOR}
 
 
+async def test_a_key_published_just_after_a_reload_still_verifies(keys: Any) -> None:
+    """A service that read the keys a moment before the issuer published its first one (at start) must not
+    refuse that key's tokens until the next rate-limit window: the on-demand reload waits for the window."""
+    signing, published, clock = keys
+    throttled = PublishedKeys(published.jwks_kv, min_refresh_s=2.0)
+    await throttled.refresh(force=True)
+    assert throttled.jwks()["keys"] == []
+    token = await signing.sign(claims(clock, sub="u-2"))  # publishes the first key
+    assert (await verifier(throttled, clock).verify(token)).sub == "u-2"
+
+
 async def test_rotation_keeps_the_old_key_until_its_tokens_expire(keys: Any) -> None:
     signing, published, clock = keys
     old_token = await signing.sign(claims(clock))
