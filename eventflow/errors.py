@@ -77,6 +77,14 @@ def problem(
     return JsonResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 
+# Framework errors (routing, the body limit of eventflow.web) as problems: title and `type` slug.
+HTTP_PROBLEMS: dict[int, tuple[str, str | None]] = {
+    404: ("Not found", None),
+    405: ("Method not allowed", None),
+    413: ("Payload too large", "payload-too-large"),
+}
+
+
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     errors = []
     for err in exc.errors():
@@ -108,8 +116,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JsonResponse:
-        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
-        response = problem(exc.status_code, title, str(exc.detail) if exc.detail else None, instance=request.url.path)
+        title, slug = HTTP_PROBLEMS.get(exc.status_code, ("HTTP error", None))
+        detail = str(exc.detail) if exc.detail else None
+        response = problem(exc.status_code, title, detail, slug=slug, instance=request.url.path)
         if exc.headers:
             response.headers.update(exc.headers)
         return response

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import threading
 from collections.abc import Mapping
+from types import FrameType
 from typing import Any
 
 import aiohttp
@@ -32,3 +36,27 @@ async def get_json(
     async with session.get(url, headers={**forward_headers(), **(headers or {})}) as resp:
         body = await resp.read()
         return resp.status, (orjson.loads(body) if body else None)
+
+
+def exit_requested() -> asyncio.Event:
+    """Set when the process is asked to stop (SIGTERM, SIGINT), for long-lived responses (Server-Sent Events).
+
+    uvicorn waits for every open response to end before it runs the app's shutdown, and a stream never ends by
+    itself: a stream that ends when this is set lets the server stop in time (and the reservations service
+    finish its sagas) instead of being killed. Call it inside the app's lifespan, where uvicorn's own handlers
+    are installed; they are still called. Outside the main thread (no signals there) it is never set.
+    """
+    event = asyncio.Event()
+    if threading.current_thread() is not threading.main_thread():
+        return event
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+
+        def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+            loop.call_soon_threadsafe(event.set)
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(sig, handler)
+    return event

@@ -10,6 +10,9 @@ checkpoint is exactly one behind it. Consequences:
   the checkpoint reads 0, the next event is a gap, and the runner replays the log from the start;
 - traced: an event appended with a W3C `traceparent` header is applied in that trace (a span of its own), and the
   runner logs one line per applied event in it, so a reservation's trace reaches its read models;
+- back at once after a NATS outage: when the client reconnects, the runner resubscribes from its checkpoint (the
+  restarted server may have lost the ordered consumer, which lives in memory, and nats-py would only notice
+  after missing its heartbeats, about 15 s later);
 - never stalled by one bad event: an event the projection keeps failing on (not a Redis outage, which is
   retried forever) is parked after a few attempts: logged at error level, listed with its reason under
   `proj:<name>:<stream>:parked`, counted in `runner.parked`, and the read model moves on.
@@ -23,12 +26,14 @@ runner resubscribes in the new generation, from that generation's checkpoint (ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -46,6 +51,7 @@ log = logging.getLogger(__name__)
 # Attempts before an event that fails for a reason other than Redis is parked (see _park).
 POISON_ATTEMPTS = 3
 WATCHDOG_S = 2.0
+RECONNECT_POLL_S = 0.1  # a look at the client's reconnect counter: no I/O
 
 
 class Projection(Protocol):
@@ -85,6 +91,7 @@ class ProjectionRunner:
         self.follows = generation
         self._use(projection if generation is None else projection.at(generation.current))
         self.parked = 0
+        self.resubscribed_after_reconnect = 0
         self.position = 0
         self.stalled: str | None = None
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
@@ -135,23 +142,25 @@ class ProjectionRunner:
             ordered_consumer=True,
             config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=checkpoint + 1),
         )
-        watchdog = asyncio.create_task(self._watch_for_wipe())
+        watchdogs = {asyncio.create_task(self._watch_for_wipe()), asyncio.create_task(self._watch_for_reconnect())}
         next_msg: asyncio.Future[Msg] | None = None
         try:
             while True:
                 next_msg = asyncio.ensure_future(sub.next_msg(timeout=None))
-                done, _ = await asyncio.wait({next_msg, watchdog}, return_when=asyncio.FIRST_COMPLETED)
-                if watchdog in done:
+                done, _ = await asyncio.wait({next_msg, *watchdogs}, return_when=asyncio.FIRST_COMPLETED)
+                for watchdog in watchdogs & done:
                     watchdog.result()
                 msg = next_msg.result()
                 await self._apply_traced(msg)
                 self.stalled = None
         finally:
-            for task in (watchdog, next_msg):
-                if task is not None and not task.done():
+            tasks: list[asyncio.Future[Any]] = [*watchdogs, *([next_msg] if next_msg is not None else [])]
+            for task in tasks:
+                if not task.done():
                     task.cancel()
-            await asyncio.gather(*(t for t in (watchdog, next_msg) if t is not None), return_exceptions=True)
-            await sub.unsubscribe()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):  # after a reconnect the server may not know it any more
+                await sub.unsubscribe()
 
     async def _watch_for_wipe(self) -> None:
         """Notice a wiped read model, or a switched generation, even when no new event arrives to reveal it."""
@@ -163,6 +172,20 @@ class ProjectionRunner:
             if await self._checkpoint() < self.position:
                 self.position = 0
                 raise _Gap()
+
+    async def _watch_for_reconnect(self) -> None:
+        """Resubscribe as soon as the NATS client is connected again after losing its server."""
+        nc: NATS | None = getattr(self.js, "_nc", None)
+        if nc is None:
+            await asyncio.Event().wait()
+            return
+        seen = nc.stats["reconnects"]
+        # Polled: the reconnect callback is the connection's own (eventflow.jetstream.connect), not a runner's.
+        while nc.stats["reconnects"] == seen or not nc.is_connected:  # noqa: ASYNC110
+            await asyncio.sleep(RECONNECT_POLL_S)
+        self.resubscribed_after_reconnect += 1
+        log.info("NATS reconnected: resubscribing", extra={"projection": self.checkpoint_key})
+        raise _Gap()
 
     # -- applying --------------------------------------------------------------------------------
     async def _apply_traced(self, msg: Msg) -> None:

@@ -2,7 +2,8 @@
 
 Foreground by default (Ctrl-C stops everything, services first, then Redis, then NATS); `--detach` runs the
 same supervisor in the background and returns once everything is ready; `--down` and `--status` act on
-what the state file in `<var>/run/` records, so they work for a foreground `make run` too.
+what the state file in `<var>/run/` records, so they work for a foreground `make run` too. A child that crashes
+once the system is up is restarted (eventflow.supervisor); `--status` shows its restarts and last exit.
 """
 
 from __future__ import annotations
@@ -88,15 +89,22 @@ def status(layout: Layout) -> int:
     supervisor_alive = alive(state["supervisor"])
     print(f"EventFlow: {state['phase']}{'' if supervisor_alive else ' (supervisor not running)'}", end="")
     print(f" - {state['error']}" if state.get("error") else "")
-    print(f"{'NAME':<13} {'PID':>8} {'PORT':>6}  {'ALIVE':<8} READY")
+    print(f"{'NAME':<13} {'PID':>8} {'PORT':>6}  {'ALIVE':<10} {'READY':<5} {'RESTARTS':>8}  LAST EXIT")
     healthy = supervisor_alive
     for entry in state.get("processes", []):
         is_alive = entry["external"] or alive(entry)
         is_ready = is_alive and ready(entry)
         healthy = healthy and is_ready
         shown_alive = "external" if entry["external"] else ("yes" if is_alive else "no")
+        if entry.get("restarting") and not is_alive:
+            shown_alive = "restarting"
         port = entry["port"] or urlsplit(entry["url"].split(",")[0]).port or "-"
-        print(f"{entry['name']:<13} {entry['pid'] or '-':>8} {port:>6}  {shown_alive:<8} {'yes' if is_ready else 'no'}")
+        restarts = entry.get("restarts") or 0
+        shown_ready = "yes" if is_ready else "no"
+        print(
+            f"{entry['name']:<13} {entry['pid'] or '-':>8} {port:>6}  {shown_alive:<10} {shown_ready:<5} "
+            f"{restarts:>8}  {entry.get('last_exit') or '-'}"
+        )
     print(f"logs: {Path(state['var_dir']) / 'log'}/")
     return 0 if healthy else 1
 
@@ -109,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--status", action="store_true", help="list each process: pid, port, alive, ready")
     group.add_argument("--background", action="store_true", help=argparse.SUPPRESS)  # what --detach starts
     args = parser.parse_args(argv)
-    layout = Layout.from_env(os.environ)
+    try:
+        layout = Layout.from_env(os.environ)
+    except ValueError as err:
+        print(f"EventFlow: {err}", file=sys.stderr)
+        return 2
     if args.down:
         return down(layout)
     if args.status:

@@ -1,15 +1,25 @@
-"""A service's connections to the CP side (NATS JetStream) and the AP side (Redis), opened once at start."""
+"""A service's connections to the CP side (NATS JetStream) and the AP side (Redis), opened once at start.
+
+Redis is the AP side: when it is slow or gone, a request must learn it fast and answer without it (a 503, a
+cached copy), never wait for it. So every command has a socket timeout (REDIS_TIMEOUT_S), a connection attempt
+too, and only a broken connection is retried, once and at once (a pooled connection Redis closed by restarting);
+a timeout is not retried: redis-py's default would retry three times with backoff, seconds per command.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass, field
 
 import aiohttp
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from eventflow.auth import HttpJwks, TokenVerifier, TrustedIssuer
 from eventflow.config import Settings
@@ -18,6 +28,25 @@ from eventflow.jetstream import StreamSpec, connect, ensure_bucket, ensure_strea
 from eventflow.projections import Projection, ProjectionRunner
 from eventflow.signing_keys import JWKS_BUCKET, PublishedKeys
 from eventflow.web import ReadyCheck
+
+log = logging.getLogger(__name__)
+
+REDIS_TIMEOUT_S = 0.5  # a Redis command takes well under a millisecond here: 500x that is a hung or lost server
+REDIS_CONNECT_TIMEOUT_S = 0.5
+
+
+def redis_client(url: str, max_connections: int = 256) -> Redis:
+    """The Redis client every process uses (the services, the gateway, the rebuild): fails fast, see above."""
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=REDIS_TIMEOUT_S,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        health_check_interval=10,
+        socket_keepalive=True,
+        max_connections=max_connections,
+    )
 
 
 @dataclass
@@ -37,14 +66,7 @@ class Infrastructure:
         await wait_for_jetstream(js)
         for spec in streams:
             await ensure_stream(js, spec, settings.replicas)
-        redis = Redis.from_url(
-            settings.redis_url,
-            decode_responses=True,
-            health_check_interval=10,
-            socket_keepalive=True,
-            max_connections=256,
-        )
-        return cls(settings, nc, js, redis)
+        return cls(settings, nc, js, redis_client(settings.redis_url))
 
     def key_ring(self) -> KeyRing:
         return KeyRing({self.settings.master_key_id: self.settings.master_key_bytes}, self.settings.master_key_id)
@@ -91,9 +113,23 @@ class Infrastructure:
         for runner in self.runners:
             await runner.stop()
         await self.redis.aclose()
-        await self.nc.drain()
+        await self.close_nats()
+
+    async def close_nats(self) -> None:
+        """Drain when connected (in-flight replies are delivered); during an outage just close: draining a
+        reconnecting client raises, and a service stopping while NATS is down must still stop cleanly."""
+        if self.nc.is_connected:
+            try:
+                await self.nc.drain()
+                return
+            except Exception:  # NATS went away meanwhile
+                log.warning("NATS drain failed at shutdown; closing", exc_info=True)
+        await self.nc.close()
 
     def ready_checks(self) -> dict[str, ReadyCheck]:
+        """One check per dependency, each bounded in time by /health/ready (eventflow.web). Which of them the
+        service cannot work without (its readiness) is the service's choice: see `web.create_app(required=...)`."""
+
         async def nats_ready() -> None:
             if not self.nc.is_connected:
                 raise ConnectionError("NATS disconnected")

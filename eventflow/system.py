@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from eventflow.servers import url_listening
+from eventflow.servers import ClusterPorts, url_listening
 
 ROOT = Path(__file__).resolve().parents[1]
 # Start order; stopping goes the other way. The gateway starts last: it is ready once its upstreams are.
@@ -52,6 +52,7 @@ class Layout:
     host: str
     ports: dict[str, int]
     ready_timeout: float
+    nats_cluster: int = 1  # EVENTFLOW_NATS_CLUSTER: 3 runs a local 3-node JetStream cluster (R3 streams and buckets)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Layout:
@@ -66,11 +67,23 @@ class Layout:
             host=env.get("EVENTFLOW_BIND_HOST", "127.0.0.1"),
             ports={name: int(env.get(f"EVENTFLOW_{name.upper()}_PORT", str(SERVICES[name]))) for name in present},
             ready_timeout=float(env.get("EVENTFLOW_READY_TIMEOUT", "60")),
+            nats_cluster=_cluster_size(env.get("EVENTFLOW_NATS_CLUSTER", "1")),
         )
+
+    def cluster_ports(self) -> list[ClusterPorts]:
+        """Node i (from 0) of the local cluster: clients on nats_port + i, routes + 100, monitoring + 200."""
+        base = self.nats_port
+        return [ClusterPorts(base + i, base + 100 + i, base + 200 + i) for i in range(self.nats_cluster)]
 
     @property
     def nats_url(self) -> str:
-        return self.external_nats or f"nats://127.0.0.1:{self.nats_port}"
+        if self.external_nats:
+            return self.external_nats
+        return ",".join(f"nats://127.0.0.1:{node.client}" for node in self.cluster_ports())
+
+    @property
+    def replicas(self) -> int:
+        return 3 if self.nats_cluster >= 3 and not self.external_nats else 1
 
     @property
     def redis_url(self) -> str:
@@ -87,6 +100,12 @@ class Layout:
     def url(self, service: str) -> str:
         default = SERVICES[service]
         return f"http://127.0.0.1:{self.ports.get(service, default)}"
+
+
+def _cluster_size(value: str) -> int:
+    if value.strip() not in ("1", "3"):
+        raise ValueError(f"EVENTFLOW_NATS_CLUSTER must be 1 or 3, not {value!r}")
+    return int(value)
 
 
 def secrets_file(var_dir: Path) -> Path:
@@ -156,6 +175,7 @@ def system_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
         "EVENTFLOW_EVENTS_URL": layout.url("events"),
         "EVENTFLOW_RESERVATIONS_URL": layout.url("reservations"),
         "EVENTFLOW_GATEWAY_UPSTREAMS": ",".join(name for name in layout.ports if name != "gateway"),
+        "EVENTFLOW_REPLICAS": env.get("EVENTFLOW_REPLICAS") or str(layout.replicas),
         **load_secrets(layout.var_dir, env),
     }
 

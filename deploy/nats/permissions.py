@@ -41,11 +41,11 @@ SERVICES = {
         streams_read=("RESERVAS",),
         buckets_read=("AUTH_JWKS",),
     ),
-    # Inventory, quotas, sagas and the payment simulator's ledger (the simulated processor runs in this service).
+    # Inventory, quotas, sagas, the payment simulator's ledger (the simulated processor runs here), tickets and check-ins.
     "reservations": Grants(
         streams_owned=("RESERVAS",),
         streams_read=("EVENTOS",),
-        buckets_owned=("INVENTARIO", "CUPOS", "SAGAS", "PASARELA_SIM"),
+        buckets_owned=("INVENTARIO", "CUPOS", "SAGAS", "PASARELA_SIM", "CHECKIN", "TICKET_KEYS"),
         buckets_read=("AUTH_JWKS",),
     ),
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from eventflow.servers import free_port
+from eventflow.servers import free_port, port_open
 from eventflow.system import ROOT, SERVICES, secrets_file
 
 
@@ -25,6 +26,15 @@ def system_env(var_dir: Path, **extra: str) -> dict[str, str]:
         env[f"EVENTFLOW_{name.upper()}_PORT"] = str(free_port())
     env.update(extra)
     return env
+
+
+def cluster_base_port() -> int:
+    """A base for EVENTFLOW_NATS_PORT with a 3-node cluster (base + 0..2, + 100..102, + 200..202 all free), below
+    the kernel's ephemeral range so that no free_port() of the same system lands on one of them."""
+    while True:
+        base = random.randrange(20_000, 29_000)
+        if not any(port_open(base + k) for k in (0, 1, 2, 100, 101, 102, 200, 201, 202)):
+            return base
 
 
 def cli(env: dict[str, str], *args: str, module: str = "eventflow.run") -> subprocess.CompletedProcess[str]:

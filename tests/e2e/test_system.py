@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import random
 import signal
 import socket
@@ -192,7 +191,7 @@ def test_the_whole_system_answers_through_the_gateway_and_stops(running: tuple[d
     assert status.returncode == 0, status.stdout
     rows = {line.split()[0]: line.split() for line in status.stdout.splitlines()[2:-1]}
     assert set(rows) == {"nats", "redis", *services}
-    assert all(row[3:] == ["yes", "yes"] for row in rows.values()), status.stdout
+    assert all(row[3:7] == ["yes", "yes", "0", "-"] for row in rows.values()), status.stdout
 
     pids = all_pids(env)
     stopped = cli(env, "--down")
@@ -243,22 +242,6 @@ def test_an_admin_email_without_its_password_stops_the_start_before_anything_run
     assert result.returncode == 1
     assert "EVENTFLOW_ADMIN_EMAIL is set without its pair" in result.stderr, result.stderr
     assert state(env)["phase"] == "failed" and state(env)["processes"] == []
-
-
-def test_a_dying_service_stops_the_whole_system(tmp_path: Path) -> None:
-    env = system_env(tmp_path / "var", EVENTFLOW_SERVICES="events")
-    started = cli(env, "--detach")
-    assert started.returncode == 0, started.stdout + started.stderr
-    try:
-        pids = all_pids(env)
-        events_pid = next(p["pid"] for p in state(env)["processes"] if p["name"] == "events")
-        os.kill(events_pid, signal.SIGKILL)
-        assert wait_until_gone(pids) == []
-        status = cli(env, "--status")
-        assert status.returncode == 1
-        assert "events was killed by SIGKILL" in status.stdout
-    finally:
-        assert cli(env, "--down").returncode == 0
 
 
 def test_detach_fails_with_the_reason_when_a_port_is_taken(tmp_path: Path) -> None:

@@ -1,0 +1,134 @@
+"""What every service gets from eventflow.runtime, eventflow.web and eventflow.projections when a dependency
+fails: a hung Redis fails fast, readiness answers (and only for what is required), projections come back by
+themselves after NATS returns. Each test runs its own servers: it stops, pauses or kills them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from eventflow.eventstore import EventStore, NewEvent
+from eventflow.jetstream import StreamSpec, connect, ensure_stream, wait_for_jetstream
+from eventflow.projections import ProjectionRunner
+from eventflow.runtime import redis_client
+from eventflow.servers import free_port, start_nats, start_redis
+from eventflow.web import any_of, create_app
+from tests.core.counting import Counter
+from tests.utils.app import api_client
+
+pytestmark = pytest.mark.slow
+GUARD_S = 30.0  # only there so a regression fails instead of hanging the run
+
+
+async def test_a_hung_redis_fails_fast_instead_of_hanging_the_request(tmp_path: Path) -> None:
+    server = start_redis(free_port(), tmp_path / "redis", tmp_path / "redis.log")
+    client = redis_client(server.url)
+    try:
+        await client.set("clave", "valor")
+        server.pause()  # SIGSTOP: the socket stays open, nothing answers
+        with pytest.raises(RedisTimeoutError):
+            await asyncio.wait_for(client.get("clave"), GUARD_S)
+        server.resume()
+        assert await client.get("clave") == "valor", "the client recovers once Redis answers again"
+        server.kill()
+        with pytest.raises(RedisConnectionError):
+            await asyncio.wait_for(client.get("clave"), GUARD_S)
+        server.start_again()
+        assert await client.get("clave") == "valor", "a restarted Redis (AOF) is used again without a new client"
+    finally:
+        await client.aclose()
+        server.resume()
+        server.stop()
+
+
+@asynccontextmanager
+async def app_with(checks: dict, required: tuple[str, ...] | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+
+    async with api_client(create_app("EventFlow readiness", lifespan, checks, required=required)) as client:
+        yield client
+
+
+async def ok() -> None:
+    return None
+
+
+async def hangs() -> None:
+    await asyncio.Event().wait()
+
+
+async def refuses() -> None:
+    raise ConnectionError("refused")
+
+
+async def test_readiness_answers_when_a_dependency_hangs_and_liveness_asks_nothing() -> None:
+    async with app_with({"redis": hangs, "nats": ok}) as client:
+        ready = await asyncio.wait_for(client.get("/health/ready"), GUARD_S)
+        assert ready.status_code == 503
+        assert ready.headers["content-type"] == "application/problem+json"
+        assert ready.json()["checks"] == {"redis": "failing: no answer", "nats": "ok"}
+        assert (await client.get("/health/live")).status_code == 200
+
+
+async def test_only_what_a_service_cannot_work_without_decides_its_readiness() -> None:
+    async with app_with({"nats": ok, "redis": refuses}, required=("nats",)) as client:
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 200, ready.text
+        assert ready.json() == {"status": "degraded", "checks": {"nats": "ok", "redis": "failing: ConnectionError"}}
+    async with app_with({"nats": refuses, "redis": ok}, required=("nats",)) as client:
+        assert (await client.get("/health/ready")).status_code == 503
+
+
+async def test_ready_while_any_upstream_answers() -> None:
+    """The gateway's shape: ready while at least one upstream is; each upstream still reported."""
+    upstreams = {"users": refuses, "events": hangs, "reservations": ok}
+    checks = {"upstreams": any_of(upstreams), **upstreams}
+    async with app_with(checks, required=("upstreams",)) as client:
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["status"] == "degraded"
+    none_answers = {"users": refuses, "events": hangs}
+    async with app_with({"upstreams": any_of(none_answers)}, required=("upstreams",)) as client:
+        assert (await client.get("/health/ready")).status_code == 503
+
+
+async def test_a_projection_resubscribes_as_soon_as_nats_is_back(tmp_path: Path, redis) -> None:
+    """After a NATS restart the ordered consumer is gone from the server; the runner must not wait for nats-py's
+    missed heartbeats (~15 s) to notice: it resubscribes from its checkpoint on the reconnect."""
+    nats = start_nats(free_port(), tmp_path / "nats", tmp_path / "nats.log")
+    nc = await connect(nats.url, "faults")
+    js = nc.jetstream(timeout=5)
+    stream = StreamSpec(f"F{uuid.uuid4().hex[:8].upper()}", f"f{uuid.uuid4().hex[:8]}")
+    await ensure_stream(js, stream)
+    projection = Counter(f"c{uuid.uuid4().hex[:6]}")
+    runner = ProjectionRunner(js, redis, stream, projection)
+    runner.start()
+    store = EventStore(js, stream)
+    try:
+        first = await store.append("a0", [NewEvent("Contado", {"n": 1})], None)
+        assert await runner.wait_for(first, GUARD_S)
+        nats.stop()
+        nats.start_again()
+        await wait_for_jetstream(js, GUARD_S)
+        second = await store.append("a0", [NewEvent("Contado", {"n": 2})], None)
+        stored = time.monotonic()
+        assert await runner.wait_for(second, GUARD_S)
+        print(f"applied {time.monotonic() - stored:.2f} s after it was stored")
+        assert runner.resubscribed_after_reconnect >= 1
+        assert await redis.llen(f"{projection.name}:order") == 2, "nothing applied twice or skipped"
+    finally:
+        await runner.stop()
+        await nc.close()
+        nats.stop()

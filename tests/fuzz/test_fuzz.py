@@ -1,0 +1,119 @@
+"""Schema-driven fuzzing (schemathesis) of every service's OpenAPI, on each service's own port and through the
+gateway, against the whole system as `make up` starts it. Valid and invalid inputs, signed in as the admin
+(who may call almost everything, so requests get past the 401s into the handlers) and as nobody.
+
+Each operation gets EVENTFLOW_FUZZ_EXAMPLES examples per mode (10 in `make test`; `make fuzz` sets 200). Checks:
+no 5xx, and every response conforms to the documented schema for its status (errors to the problem schema that
+eventflow.web documents as every operation's default). All findings of a run are collected and reported together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.e2e.system import admin_credentials, cli, sign_in, system_env, url
+
+pytestmark = pytest.mark.slow
+EXAMPLES = int(os.environ.get("EVENTFLOW_FUZZ_EXAMPLES", "10"))
+SERVICES = ("users", "events", "reservations")
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    env = system_env(
+        tmp_path_factory.mktemp("fuzz") / "var",
+        EVENTFLOW_PASSWORD_HASH_PROFILE="test",
+        EVENTFLOW_RATE_LIMIT_PER_S="0",
+        EVENTFLOW_LOG_LEVEL="WARNING",
+    )
+    started = cli(env, "--detach")
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield env
+    finally:
+        cli(env, "--down")
+
+
+def admin_token(env: dict[str, str]) -> str:
+    with httpx.Client(base_url=url(env, "users"), timeout=30) as users:
+        return str(sign_in(users, *admin_credentials(env))["access_token"])
+
+
+def fuzz(schema: Any, base_url: str, headers: dict[str, str], statuses: Counter[int]) -> list[str]:
+    """Every operation of `schema`, both modes; returns one line per failing operation and mode (a few examples
+    each); counts the statuses seen in `statuses`."""
+    findings: list[str] = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            failures: list[str] = []
+            with contextlib.suppress(Unsatisfiable):  # nothing to make invalid (no parameters, no body)
+                examples(operation, mode, base_url, headers, statuses, failures)()
+            findings += failures[:3]  # a few examples per operation and mode are enough to act on
+    return findings
+
+
+def examples(
+    operation: Any, mode: GenerationMode, base_url: str, headers: dict[str, str], statuses: Counter[int], out: list[str]
+) -> Any:
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,  # the same examples every run: a finding is reproducible
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+        database=None,
+    )
+    def run(case: Any) -> None:
+        response = case.call(base_url=base_url, headers=headers, timeout=30)
+        statuses[response.status_code] += 1
+        try:
+            case.validate_response(response, checks=CHECKS)
+        except Exception as err:  # schemathesis raises one error carrying every failed check
+            body = case.body if case.body is not None and not isinstance(case.body, bytes) else "..."
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            out.append(
+                f"{operation.label} [{mode.value}] {case.path_parameters or ''} {case.query or ''} "
+                f"{str(body)[:120]} -> {response.status_code}: {first} | {response.text[:200]}"
+            )
+
+    return run
+
+
+@pytest.mark.parametrize("via", ["direct", "gateway"])
+@pytest.mark.parametrize("service", SERVICES)
+def test_no_server_errors_and_every_answer_as_documented(system: dict[str, str], service: str, via: str) -> None:
+    schema = schemathesis.openapi.from_url(f"{url(system, service)}/openapi.json")
+    if via == "gateway":
+        schema = schema.include(path_regex=r"^/(api/|\.well-known/)")
+    base = url(system, service if via == "direct" else "gateway")
+    findings = []
+    seen: dict[str, Counter[int]] = {"admin": Counter(), "anonymous": Counter()}
+    for who, headers in (("admin", {"Authorization": f"Bearer {admin_token(system)}"}), ("anonymous", {})):
+        findings += [f"{who}: {line}" for line in fuzz(schema, base, headers, seen[who])]
+    print(f"{service} via {via}: statuses {dict(seen['admin'])} signed in, {dict(seen['anonymous'])} anonymous")
+    assert sum(n for status, n in seen["admin"].items() if status != 401) > 0, "the fuzz got past authentication"
+    assert sum(seen["admin"].values()) >= EXAMPLES, "it ran"
+    report = Path(system["EVENTFLOW_VAR_DIR"]).parent / f"findings-{service}-{via}.txt"
+    report.write_text("\n".join(findings))
+    assert not findings, f"{len(findings)} findings ({report}):\n" + "\n".join(findings[:40])
