@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from eventflow.auth import ADMIN, ORGANIZADOR, Principal, con_rol
+from eventflow.auth import ADMIN, ORGANIZADOR, Caller, Principal, Prohibido, con_rol
 from eventflow.responses import JsonResponse
 from services.events import views
 from services.events.caching import cached_json
@@ -134,6 +134,32 @@ async def listar(
     hasta: Annotated[str | None, Query(max_length=64, description="ISO 8601 instant with offset")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    organizador_id: Annotated[
+        str | None, Query(max_length=64, pattern=r"^[-_a-zA-Z0-9]+$", description="Only this organizer's events")
+    ] = None,
 ) -> Response:
-    page = await views.eventos(deps.redis, filtro(q, categoria, desde, hasta, limit, offset))
+    page = await views.eventos(deps.redis, filtro(q, categoria, desde, hasta, limit, offset, organizador_id))
     return cached_json(request, page, deps.cache_max_age)
+
+
+@router.get("/{evento_id}/ventas")
+async def ventas(
+    evento_id: Annotated[str, Path(max_length=64)],
+    caller: Caller,
+    deps: DepsDep,
+    por: Annotated[Literal["hora", "dia"], Query(description="Series buckets: per hour or per day (UTC)")] = "hora",
+) -> Response:
+    """The event's sales dashboard: its organizer or an admin (403 for anyone else signed in: the event is
+    public, its sales are not). Eventual, like every read here: a projection of RESERVAS."""
+    doc = await views.evento(deps.redis, evento_id)
+    if doc is None:
+        raise EventoNoEncontrado(evento_id)
+    if not caller.es_admin and (doc.get("organizador_id") is None or doc["organizador_id"] != caller.sub):
+        raise Prohibido("Only the event's organizer or an admin can see its sales.")
+    body = {
+        "evento_id": evento_id,
+        "aforo_total": doc["aforo_total"],
+        **await views.ventas(deps.redis, evento_id, por == "dia"),
+    }
+    body["entradas_disponibles"] = doc["entradas_disponibles"]
+    return JsonResponse(body, headers={"Cache-Control": "private, no-cache"})

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +23,12 @@ from services.events import keys
 from services.events.api import router
 from services.events.deps import Deps
 from services.events.handlers import WriteDeps
-from services.events.projections import CatalogProjection, SalesProjection
+from services.events.projections import (
+    CatalogProjection,
+    DashboardProjection,
+    OrganizerProjection,
+    SalesProjection,
+)
 
 SERVICE = "events"
 CACHE_MAX_AGE_S = 5
@@ -29,7 +36,23 @@ CACHE_MAX_AGE_S = 5
 
 def read_models() -> list[tuple[StreamSpec, Projection]]:
     """(stream, projection) pairs this service keeps in Redis; the rebuild CLI replays them."""
-    return [(EVENTOS, CatalogProjection()), (RESERVAS, SalesProjection())]
+    return [
+        (EVENTOS, CatalogProjection()),
+        (RESERVAS, SalesProjection()),
+        (EVENTOS, OrganizerProjection()),
+        (RESERVAS, DashboardProjection()),
+    ]
+
+
+@dataclass(frozen=True)
+class AllOf:
+    """Read-your-writes over several read models of one stream: the write is visible once all applied it."""
+
+    runners: tuple[ProjectionRunner, ...]
+
+    async def wait_for(self, seq: int, timeout: float) -> bool:
+        results = await asyncio.gather(*(runner.wait_for(seq, timeout) for runner in self.runners))
+        return all(results)
 
 
 def _now() -> datetime:
@@ -58,8 +81,10 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         infra.runners.extend(runners)
         session = client_session()  # an external OIDC issuer's JWKS, when one is configured
         app.state.verifier = await infra.token_verifier(session)
+        # A new event is answered once it is in the catalog and in its organizer's list (both from EVENTOS).
+        visible = AllOf((runners[0], runners[2]))
         write = WriteDeps(
-            EventStore(infra.js, EVENTOS), runners[0], clock, settings.read_your_writes_timeout, infra.pseudonymizer()
+            EventStore(infra.js, EVENTOS), visible, clock, settings.read_your_writes_timeout, infra.pseudonymizer()
         )
         app.state.deps = Deps(write, ReadModelRedis(infra.redis, generation), cache_max_age)
         app.state.runners = runners

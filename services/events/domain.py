@@ -127,3 +127,4 @@ class FiltroEventos:
     hasta: datetime | None = None
     limit: int = 20
     offset: int = 0
+    organizador_id: str | None = None  # only this organizer's events

@@ -4,6 +4,10 @@
   scored by the event's date (epoch seconds): all events, one per category, one per name-word prefix.
 - stream RESERVAS -> `events:sales:<id>` (hash: `total` sold, `s:<section>` sold per section),
   `events:seats:<id>` (set of sold seat ids), `events:orders:<id>` (hash reserva_id -> what it took).
+- stream EVENTOS -> `events:org:<organizador_id>` (sorted set of the organizer's events, by date).
+- stream RESERVAS -> the sales dashboard: `events:dash:<id>` (hash of totals), `events:dash:<id>:h` (per hour:
+  `v:<hour>` tickets sold, `i:<hour>` cents, `c:<hour>` tickets cancelled, `r:<hour>` cents refunded; hour =
+  epoch seconds of its start, UTC), `events:dash:<id>:o` (hash reserva_id -> what it counted).
 
 Both belong to one family, `events`, and switch generation together: generation 3 has the same keys under
 `events:g3:` (eventflow.generations). Generation 0 is the plain layout above.
@@ -38,6 +42,14 @@ class Keys:
         return (f"{self.prefix}:sales:*", f"{self.prefix}:seats:*", f"{self.prefix}:orders:*")
 
     @property
+    def dashboard_patterns(self) -> tuple[str, ...]:
+        return (f"{self.prefix}:dash:*",)
+
+    @property
+    def organizer_patterns(self) -> tuple[str, ...]:
+        return (f"{self.prefix}:org:*",)
+
+    @property
     def by_date(self) -> str:
         return f"{self.prefix}:idx:date"
 
@@ -58,6 +70,18 @@ class Keys:
 
     def orders(self, evento_id: str) -> str:
         return f"{self.prefix}:orders:{evento_id}"
+
+    def by_organizer(self, organizador_id: str) -> str:
+        return f"{self.prefix}:org:{organizador_id}"
+
+    def dashboard(self, evento_id: str) -> str:
+        return f"{self.prefix}:dash:{evento_id}"
+
+    def dashboard_series(self, evento_id: str) -> str:
+        return f"{self.prefix}:dash:{evento_id}:h"
+
+    def dashboard_orders(self, evento_id: str) -> str:
+        return f"{self.prefix}:dash:{evento_id}:o"
 
 
 @cache

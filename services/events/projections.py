@@ -8,6 +8,7 @@ Each instance writes one generation's keys (`at(n)` for another one; see eventfl
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -91,3 +92,77 @@ def _count(tx: Pipeline, keyset: keys.Keys, evento_id: str, taken: dict[str, Any
         tx.hincrby(keyset.sales(evento_id), keys.SECTION_FIELD + section, sign * n)
     if seats:
         (tx.sadd if sign > 0 else tx.srem)(keyset.seats(evento_id), *seats)
+
+
+class OrganizerProjection:
+    """EVENTOS -> each organizer's events by date (`GET /api/eventos?organizador_id=`). A read model of its own,
+    so a deployment that had events before it existed fills it by replaying the log, with no rebuild."""
+
+    name: str = "events-organizers"
+    family: str = keys.FAMILY
+
+    def __init__(self, generation: int = 0) -> None:
+        self.generation = generation
+        self.keys = keys.at(generation)
+        self.key_patterns = self.keys.organizer_patterns
+
+    def at(self, generation: int) -> OrganizerProjection:
+        return OrganizerProjection(generation)
+
+    async def apply(self, event: StoredEvent, redis: Redis, tx: Pipeline) -> None:
+        organizador = event.data.get("organizador_id") if event.type == EVENTO_CREADO else None
+        if organizador:
+            tx.zadd(self.keys.by_organizer(str(organizador)), {event.aggregate_id: date_score(event.data["fecha"])})
+
+
+def hora(instante: str) -> int:
+    """The start of the UTC hour an instant falls in, as epoch seconds (the dashboard's buckets)."""
+    return int(datetime.fromisoformat(instante).timestamp()) // 3600 * 3600
+
+
+class DashboardProjection:
+    """RESERVAS -> an organizer's sales dashboard per event: tickets sold, revenue, cancellations and refunds,
+    in total and per hour. Each reservation counts once (remembered per event, as the sales projection does);
+    a cancellation takes back, in the hour it happened, exactly what its confirmation counted."""
+
+    name: str = "events-dashboard"
+    family: str = keys.FAMILY
+
+    def __init__(self, generation: int = 0) -> None:
+        self.generation = generation
+        self.keys = keys.at(generation)
+        self.key_patterns = self.keys.dashboard_patterns
+
+    def at(self, generation: int) -> DashboardProjection:
+        return DashboardProjection(generation)
+
+    async def apply(self, event: StoredEvent, redis: Redis, tx: Pipeline) -> None:
+        if event.type not in (RESERVA_CONFIRMADA, RESERVA_CANCELADA):
+            return
+        data = event.data
+        evento_id, reserva_id = str(data["evento_id"]), str(data["reserva_id"])
+        orders, totals, series = (
+            self.keys.dashboard_orders(evento_id),
+            self.keys.dashboard(evento_id),
+            self.keys.dashboard_series(evento_id),
+        )
+        previous = await redis.hget(orders, reserva_id)
+        if event.type == RESERVA_CONFIRMADA and previous is None:
+            counted = {"n": int(data["cantidad"]), "i": int(data.get("importe_centimos", 0))}
+            tx.hset(orders, reserva_id, orjson.dumps(counted))
+            h = hora(str(data.get("confirmada_en") or event.occurred_at))
+            tx.hincrby(totals, "vendidas", counted["n"])
+            tx.hincrby(totals, "ingresos_centimos", counted["i"])
+            tx.hincrby(totals, "reservas", 1)
+            tx.hincrby(series, f"v:{h}", counted["n"])
+            tx.hincrby(series, f"i:{h}", counted["i"])
+        elif event.type == RESERVA_CANCELADA and previous not in (None, CANCELLED):
+            counted = orjson.loads(previous)
+            refunded = int(data.get("importe_reembolsado_centimos", 0))
+            tx.hset(orders, reserva_id, CANCELLED)
+            h = hora(str(data.get("cancelada_en") or event.occurred_at))
+            tx.hincrby(totals, "vendidas", -counted["n"])
+            tx.hincrby(totals, "canceladas", counted["n"])
+            tx.hincrby(totals, "reembolsado_centimos", refunded)
+            tx.hincrby(series, f"c:{h}", counted["n"])
+            tx.hincrby(series, f"r:{h}", refunded)

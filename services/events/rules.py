@@ -157,7 +157,13 @@ def _plus_restored(text: str) -> str:
 
 
 def filtro(
-    q: str | None, categoria: str | None, desde: str | None, hasta: str | None, limit: int, offset: int
+    q: str | None,
+    categoria: str | None,
+    desde: str | None,
+    hasta: str | None,
+    limit: int,
+    offset: int,
+    organizador_id: str | None = None,
 ) -> FiltroEventos:
     errors: list[FieldError] = []
     start = None if desde is None else parse_instant(_plus_restored(desde), "desde", errors)
@@ -167,4 +173,4 @@ def filtro(
     if errors:
         raise DatosInvalidos(errors, "query")
     category = normalize_category(categoria) if categoria is not None else None
-    return FiltroEventos(q or None, category or None, start, end, limit, offset)
+    return FiltroEventos(q or None, category or None, start, end, limit, offset, organizador_id or None)

@@ -5,6 +5,7 @@ The generation to read is the process's cached one (eventflow.generations.read_g
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -57,8 +58,9 @@ async def _documents(redis: Redis, keyset: keys.Keys, ids: list[str]) -> list[di
 
 
 def _index_keys(keyset: keys.Keys, filtro: FiltroEventos) -> list[str]:
-    """The sets to intersect: the category's and one per query word (all words must match)."""
+    """The sets to intersect: the category's, the organizer's and one per query word (all words must match)."""
     sets = [keyset.by_category(filtro.categoria)] if filtro.categoria else []
+    sets += [keyset.by_organizer(filtro.organizador_id)] if filtro.organizador_id else []
     sets += [keyset.by_prefix(word) for word in query_words(filtro.q or "")]
     return sets or [keyset.by_date]
 
@@ -79,4 +81,34 @@ async def eventos(redis: Redis, filtro: FiltroEventos) -> dict[str, Any]:
         "limit": filtro.limit,
         "offset": filtro.offset,
         "next_offset": end if end < int(total) else None,
+    }
+
+
+async def ventas(redis: Redis, evento_id: str, por_dia: bool) -> dict[str, Any]:
+    """The sales dashboard's read model: totals and a series per hour (or per day, UTC), oldest first."""
+    keyset = keys.at(read_generation(redis))
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keyset.dashboard(evento_id))
+        pipe.hgetall(keyset.dashboard_series(evento_id))
+        totals, series = await pipe.execute()
+    width = 86_400 if por_dia else 3_600
+    buckets: dict[int, dict[str, int]] = {}
+    names = {"v": "vendidas", "i": "ingresos_centimos", "c": "canceladas", "r": "reembolsado_centimos"}
+    for field, value in series.items():
+        kind, _, start = field.partition(":")
+        bucket = buckets.setdefault(int(start) // width * width, dict.fromkeys(names.values(), 0))
+        bucket[names[kind]] += int(value)
+    ingresos, reembolsado = int(totals.get("ingresos_centimos", 0)), int(totals.get("reembolsado_centimos", 0))
+    return {
+        "vendidas": int(totals.get("vendidas", 0)),
+        "reservas": int(totals.get("reservas", 0)),
+        "canceladas": int(totals.get("canceladas", 0)),
+        "ingresos_centimos": ingresos,
+        "reembolsado_centimos": reembolsado,
+        "neto_centimos": ingresos - reembolsado,
+        "por": "dia" if por_dia else "hora",
+        "serie": [
+            {"desde": datetime.fromtimestamp(start, UTC).isoformat(), **values}
+            for start, values in sorted(buckets.items())
+        ],
     }

@@ -12,7 +12,7 @@ import aiohttp
 from fastapi import APIRouter, Request, Response
 
 from eventflow.errors import NotFound, Unavailable, problem
-from services.gateway.proxy import client_ip, forward
+from services.gateway.proxy import Streams, client_ip, forward, forward_stream, wants_stream
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.routing import JWKS_PATH, upstream_for
 
@@ -25,6 +25,7 @@ class Gateway:
     upstreams: dict[str, str]
     limiter: RateLimiter
     trust_forwarded_for: bool = False
+    streams: Streams | None = None
 
 
 router = APIRouter()
@@ -52,4 +53,6 @@ async def proxy(request: Request) -> Response:
         )
         response.headers["retry-after"] = str(decision.retry_after_s)
         return response
+    if gateway.streams is not None and wants_stream(request):
+        return await forward_stream(gateway.streams, upstream, base_url, request, client)
     return await forward(gateway.session, upstream, base_url, request, client)

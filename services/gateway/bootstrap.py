@@ -10,13 +10,15 @@ import aiohttp
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from eventflow.http import client_session
+from eventflow.http import client_session, exit_requested
 from eventflow.jetstream import StreamSpec
 from eventflow.projections import Projection
 from eventflow.web import IdempotencyKeyMiddleware, ReadyCheck
 from eventflow.web import create_app as create_base_app
+from services.gateway import web
 from services.gateway.api import Gateway, router
 from services.gateway.config import GatewaySettings
+from services.gateway.proxy import Streams
 from services.gateway.ratelimit import RateLimiter
 
 READY_TIMEOUT_S = 2.0
@@ -45,12 +47,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=2.0, max_connections=256)
         session = client_session(timeout_s=settings.gateway_timeout)
+        streams = Streams(client_session(limit=settings.max_streams + 16), settings.max_streams, exit_requested())
         limiter = RateLimiter(redis, settings.rate_limit_per_s, settings.rate_limit_burst)
         state.update(redis=redis, session=session)
-        app.state.gateway = Gateway(session, upstreams, limiter, settings.trust_forwarded_for)
+        app.state.gateway = Gateway(session, upstreams, limiter, settings.trust_forwarded_for, streams)
         try:
             yield
         finally:
+            streams.stopping.set()
+            await streams.session.close()
             await session.close()
             await redis.aclose()
 
@@ -64,6 +69,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(IdempotencyKeyMiddleware, paths=("/api/reservar",))
     app.router.redirect_slashes = False  # `/api` is an unknown route, not a redirect to `/api/`
     app.include_router(router)
+    web.mount(app, settings.web_test_cards)
     return app
 
 

@@ -17,6 +17,10 @@ class GatewaySettings(Settings):
     rate_limit_burst: int = Field(default=2000, ge=1)
     # Only behind a proxy we run ourselves: otherwise any client could pick its own bucket.
     trust_forwarded_for: bool = False
+    # Server-Sent Events relayed at once by one gateway process (each holds an upstream connection).
+    max_streams: int = Field(default=1000, ge=1)
+    # The web app lists the payment simulator's test cards on its checkout (the only processor there is).
+    web_test_cards: bool = True
 
     @field_validator("master_key", "pseudonym_key")
     @classmethod

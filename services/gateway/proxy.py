@@ -1,11 +1,22 @@
-"""Forwarding one request to its upstream with aiohttp, and the errors a hop can add."""
+"""Forwarding one request to its upstream with aiohttp, and the errors a hop can add.
+
+Answers are read whole and then sent (simple, and a slow client never holds an upstream connection), except
+Server-Sent Events: a GET that accepts `text/event-stream` is streamed through as it comes, on a session of
+its own (no total timeout, its own connection pool, so long-lived streams never starve the API's pool), and
+ends when the upstream ends it, the client goes, or this process is asked to stop.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 import aiohttp
 from fastapi import Request, Response
+from fastapi.responses import StreamingResponse
 from yarl import URL
 
 from eventflow.errors import DomainError
@@ -14,7 +25,15 @@ from eventflow.logs import request_id_var
 # Hop-by-hop and connection headers are left out on purpose; these are the ones the API speaks. The bearer token
 # goes through as the client sent it: every service verifies it itself, and the gateway adds no identity header
 # (any other header a client sends, an X-User-Id say, is dropped here).
-REQUEST_HEADERS = ("content-type", "accept", "if-none-match", "if-match", "idempotency-key", "authorization")
+REQUEST_HEADERS = (
+    "content-type",
+    "accept",
+    "if-none-match",
+    "if-match",
+    "idempotency-key",
+    "authorization",
+    "last-event-id",  # an EventSource reconnecting
+)
 RESPONSE_HEADERS = (
     "www-authenticate",
     "pragma",
@@ -26,7 +45,11 @@ RESPONSE_HEADERS = (
     "vary",
     "last-modified",
     "idempotency-key",
+    "content-disposition",  # a ticket's PDF is a download
+    "x-content-type-options",
+    "x-accel-buffering",
 )
+EVENT_STREAM = "text/event-stream"
 
 
 class BadGateway(DomainError):
@@ -35,6 +58,24 @@ class BadGateway(DomainError):
 
 class GatewayTimeout(DomainError):
     status, slug, title = 504, "gateway-timeout", "Gateway timeout"
+
+
+class TooManyStreams(DomainError):
+    status, slug, title = 503, "too-many-streams", "Too many open streams"
+
+
+@dataclass
+class Streams:
+    """Long-lived answers (Server-Sent Events): their own session, a cap, and the signal to end them."""
+
+    session: aiohttp.ClientSession
+    limit: int = 1000
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    open: int = 0
+
+
+def wants_stream(request: Request) -> bool:
+    return request.method == "GET" and EVENT_STREAM in request.headers.get("accept", "")
 
 
 def client_ip(request: Request, trust_forwarded_for: bool) -> str:
@@ -55,6 +96,13 @@ def upstream_url(base: str, request: Request) -> URL:
     return URL(target, encoded=True)
 
 
+def forwarded_headers(request: Request, client: str) -> dict[str, str]:
+    headers = {name: request.headers[name] for name in REQUEST_HEADERS if name in request.headers}
+    headers["x-request-id"] = request_id_var.get() or ""
+    headers["x-forwarded-for"] = client
+    return headers
+
+
 async def forward(
     session: aiohttp.ClientSession,
     upstream: str,
@@ -62,9 +110,7 @@ async def forward(
     request: Request,
     client: str,
 ) -> Response:
-    headers = {name: request.headers[name] for name in REQUEST_HEADERS if name in request.headers}
-    headers["x-request-id"] = request_id_var.get() or ""
-    headers["x-forwarded-for"] = client
+    headers = forwarded_headers(request, client)
     body = await request.body()
     try:
         async with session.request(
@@ -81,3 +127,53 @@ async def forward(
         raise GatewayTimeout(f"{upstream} did not answer in time", upstream=upstream) from None
     except aiohttp.ClientError as err:
         raise BadGateway(f"{upstream} is not reachable ({type(err).__name__})", upstream=upstream) from None
+
+
+async def forward_stream(streams: Streams, upstream: str, base_url: str, request: Request, client: str) -> Response:
+    """A GET whose answer may be an event stream: relayed chunk by chunk (any other answer is read whole)."""
+    if streams.open >= streams.limit:
+        raise TooManyStreams(f"this gateway already relays {streams.open} streams; retry later")
+    timeout = aiohttp.ClientTimeout(total=None, connect=5.0, sock_read=None)
+    try:
+        resp = await streams.session.get(
+            upstream_url(base_url, request),
+            headers=forwarded_headers(request, client),
+            allow_redirects=False,
+            timeout=timeout,
+        )
+    except TimeoutError:
+        raise GatewayTimeout(f"{upstream} did not answer in time", upstream=upstream) from None
+    except aiohttp.ClientError as err:
+        raise BadGateway(f"{upstream} is not reachable ({type(err).__name__})", upstream=upstream) from None
+    kept = {name: resp.headers[name] for name in RESPONSE_HEADERS if name in resp.headers}
+    if resp.content_type != EVENT_STREAM:
+        try:
+            content = await resp.read()
+        finally:
+            resp.release()
+        return Response(content=content, status_code=resp.status, headers=kept)
+    streams.open += 1
+    return StreamingResponse(_relay(streams, resp), status_code=resp.status, headers=kept, media_type=EVENT_STREAM)
+
+
+async def _relay(streams: Streams, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    stop = asyncio.ensure_future(streams.stopping.wait())
+    try:
+        while True:
+            read = asyncio.ensure_future(resp.content.readany())
+            done, _ = await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if read not in done:
+                read.cancel()
+                with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
+                    await read
+                return
+            chunk = read.result()
+            if not chunk:
+                return
+            yield chunk
+    except aiohttp.ClientError:
+        return  # the upstream went away mid-stream: the client's EventSource reconnects
+    finally:
+        stop.cancel()
+        streams.open -= 1
+        resp.close()

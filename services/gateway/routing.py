@@ -9,6 +9,9 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("/api/eventos", "events"),
     ("/api/reservar", "reservations"),
     ("/api/reservas", "reservations"),
+    ("/api/tickets", "reservations"),  # a ticket's QR and PDF
+    ("/api/checkin", "reservations"),  # the door: check-in, its counts, the events' public keys
+    ("/api/disponibilidad", "reservations"),  # the seat map, and live (Server-Sent Events)
 )
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from eventflow.auth import Caller, Principal, Prohibido
 from eventflow.responses import JsonResponse
-from services.reservations import handlers
+from services.reservations import entradas, handlers
 from services.reservations.domain import CancelarReserva, ReservarEntradas, Saga, Tarjeta, reserva_id_para
 
 router = APIRouter(tags=["reservas"])
@@ -54,8 +54,10 @@ DepsDep = Annotated[handlers.Deps, Depends(get_deps)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)]
 
 
-def reserva_out(saga: Saga) -> dict[str, Any]:
-    """The public view: brand and last 4 of the card, never the token; the step history as it happened."""
+def reserva_out(saga: Saga, tickets: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The public view: brand and last 4 of the card, never the token; the step history as it happened; the
+    tickets (id, signed code, seat) once it is confirmed (entradas.con_codigos)."""
+    reembolso = saga.importe_centimos if saga.estado == "cancelada" and "autorizacion" in saga.datos else 0
     return {
         "id": saga.reserva_id,
         "estado": saga.estado,
@@ -69,16 +71,24 @@ def reserva_out(saga: Saga) -> dict[str, Any]:
         "historial": saga.historial,
         "creada_en": saga.creada_en,
         "actualizada_en": saga.actualizada_en,
+        "reembolso_centimos": reembolso,
+        "tickets": tickets or [],
     }
 
 
-def _answer(saga: Saga, done_status: int, headers: dict[str, str] | None = None) -> JsonResponse:
+async def _answer(
+    saga: Saga, request: Request, done_status: int, headers: dict[str, str] | None = None
+) -> JsonResponse:
     headers = dict(headers or {})
     status = done_status
     if not saga.terminada:
         status = 202
         headers["Location"] = f"/api/reservas/{saga.reserva_id}"
-    return JsonResponse(reserva_out(saga), status_code=status, headers=headers)
+    return JsonResponse(reserva_out(saga, await _tickets(saga, request)), status_code=status, headers=headers)
+
+
+async def _tickets(saga: Saga, request: Request) -> list[dict[str, Any]]:
+    return await entradas.con_codigos(saga, request.app.state.entradas.claves)
 
 
 def comprador(caller: Principal, usuario_id: str | None) -> str:
@@ -114,15 +124,16 @@ async def reservar(
     )
     saga, created = await handlers.reservar(cmd, deps)
     saga = await handlers.esperar(saga, deps, request.app.state.espera_s)
-    return _answer(saga, 201 if created else 200, {"Idempotency-Key": key})
+    return await _answer(saga, request, 201 if created else 200, {"Idempotency-Key": key})
 
 
 @router.get("/api/reservas/{reserva_id}", response_model=None)
 @router.get("/api/reservar/{reserva_id}", response_model=None)
-async def consultar(reserva_id: str, caller: Caller, deps: DepsDep) -> Response:
+async def consultar(reserva_id: str, caller: Caller, deps: DepsDep, request: Request) -> Response:
     """Its buyer, its event's organizer or an admin (anyone else: 404, as for an unknown id). Read from the saga's
     own record on the CP side: always the latest state."""
-    return JsonResponse(reserva_out(await handlers.ver(reserva_id, caller, deps)))
+    saga = await handlers.ver(reserva_id, caller, deps)
+    return JsonResponse(reserva_out(saga, await _tickets(saga, request)))
 
 
 @router.post("/api/reservas/{reserva_id}/cancelar", response_model=None)
@@ -131,7 +142,7 @@ async def cancelar(reserva_id: str, caller: Caller, deps: DepsDep, request: Requ
     await handlers.autorizar_cancelacion(reserva_id, caller, deps)
     saga = await handlers.cancelar(CancelarReserva(reserva_id), deps)
     saga = await handlers.esperar(saga, deps, request.app.state.espera_s)
-    return _answer(saga, 200)
+    return await _answer(saga, request, 200)
 
 
 @router.get("/metrics", response_class=PlainTextResponse)

@@ -18,15 +18,16 @@ from fastapi import FastAPI
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventflow.config import Settings
+from eventflow.errors import NotFound
 from eventflow.eventstore import EventStore
-from eventflow.http import client_session
+from eventflow.http import client_session, exit_requested
 from eventflow.jetstream import RESERVAS, StreamSpec, connect
 from eventflow.projections import Projection
 from eventflow.runtime import Infrastructure
 from eventflow.service_token import ServiceToken
 from eventflow.web import IdempotencyKeyMiddleware, ReadyCheck
 from eventflow.web import create_app as create_base_app
-from services.reservations import api
+from services.reservations import api, entradas_api, live
 from services.reservations.catalog import (
     CatalogoEventos,
     DirectorioUsuarios,
@@ -46,7 +47,9 @@ from services.reservations.chain import (
     encadenar,
     reloj_utc,
 )
+from services.reservations.checkin_store import CheckinStore
 from services.reservations.domain import Saga
+from services.reservations.entradas import EntradasDeps
 from services.reservations.handlers import Deps
 from services.reservations.inventory import InventoryStore
 from services.reservations.inventory_store import JetStreamInventoryStore
@@ -55,6 +58,7 @@ from services.reservations.payments_sim import SimulatedPaymentGateway
 from services.reservations.saga import Orquestador, SagaConfig
 from services.reservations.saga_store import BUCKET, ReservationArchive, SagaStore
 from services.reservations.steps import SagaDeps
+from services.reservations.ticket_keys import TicketKeys
 
 INTERVENTIONS_KEY = "reservas:requiere_intervencion"
 
@@ -155,7 +159,9 @@ def create_app(
         infra = await Infrastructure.connect(settings, "reservations", streams=(RESERVAS,))
         checks.update(infra.ready_checks())
         session = client_session()
-        inv = inventario or await JetStreamInventoryStore.create(infra.js, replicas=settings.replicas)
+        inv = inventario or await JetStreamInventoryStore.create(
+            infra.js, replicas=settings.replicas, on_commit=live.Publisher(infra.nc)
+        )
         sim = PaymentsSimSettings()
         processor_nc = await connect(sim.nats_url, "payments-sim") if sim.nats_url and pagos is None else None
         processor_js = processor_nc.jetstream(timeout=5.0) if processor_nc else infra.js
@@ -190,6 +196,14 @@ def create_app(
             eventos=catalogo,
             ids=infra.pseudonymizer(),
         )
+        app.state.entradas = EntradasDeps(
+            app.state.deps,
+            await TicketKeys.open(infra.js, infra.key_ring(), settings.replicas),
+            await CheckinStore.open(infra.js, settings.replicas),
+        )
+        leer = live.lector(inv) if isinstance(inv, live.InventarioLegible) else _sin_mapa
+        app.state.leer_estado = leer
+        app.state.relay = live.Relay(infra.nc, leer, exit_requested())
         app.state.espera_s = cfg.espera_s
         app.state.orquestador = orquestador
         app.state.inventario, app.state.pagos = inv, pay
@@ -213,7 +227,13 @@ def create_app(
     app = create_base_app("EventFlow reservations", lifespan, checks)
     app.add_middleware(IdempotencyKeyMiddleware, paths=("/api/reservar",))
     app.include_router(api.router)
+    app.include_router(entradas_api.router)
     return app
+
+
+async def _sin_mapa(evento_id: str) -> dict[str, Any]:
+    """An inventory adapter without whole-state reads (a test's fake) has no seat map to show."""
+    raise NotFound(f"no availability map for event {evento_id!r}")
 
 
 def read_models() -> list[tuple[StreamSpec, Projection]]:

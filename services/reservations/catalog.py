@@ -60,6 +60,8 @@ def evento_desde_documento(doc: dict[str, Any]) -> EventoInfo:
         limite_por_usuario=limite,
         max_por_solicitud=min(limite, int(doc.get("max_por_solicitud") or MAX_POR_DEFECTO)),
         organizador_id=str(doc["organizador_id"]) if doc.get("organizador_id") else None,
+        nombre=str(doc.get("nombre") or ""),
+        lugar=str(doc.get("lugar") or ""),
     )
 
 

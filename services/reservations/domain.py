@@ -108,6 +108,8 @@ class EventoInfo:
     limite_por_usuario: int = 10  # tickets per user for this event, sold + held (the organizer's choice)
     max_por_solicitud: int = 10  # tickets in one request; never above limite_por_usuario
     organizador_id: str | None = None  # may read the event's reservations (None: created before accounts)
+    nombre: str = ""  # printed on the tickets
+    lugar: str = ""
 
 
 @dataclass

@@ -544,3 +544,64 @@ def apply_batch(
                 if not isinstance(result, Exception):
                     work.apply(earlier, now)
     return work, results
+
+
+# -- what a seat map shows (the live availability feed) ----------------------------------------------------
+LIBRE, RETENIDO, VENDIDO = "L", "R", "V"
+_STATE_LETTERS = bytes.maketrans(b"\x00\x01\x02", b"LRV")
+_DIFF_CHUNK = 512
+
+
+@dataclass(frozen=True)
+class Ocupacion:
+    """Counts, and per section a string with one letter per seat: L free, R held, V sold."""
+
+    capacidad: int
+    vendidas: int
+    retenidas: int
+    disponibles: int
+    secciones: tuple[tuple[str, int, str], ...] | None  # (nombre, asientos, estados)
+
+
+def ocupacion(inv: Inventory, now: float) -> Ocupacion:
+    """The whole map without a Python loop over the seats: held = 1 and sold = 1 more, added as big integers
+    (one byte per seat, no carries), then one translate to letters."""
+    inv.prune(now)
+    if inv.venue is None:
+        return Ocupacion(inv.capacidad, inv.n_vendidas, inv.n_retenidas, inv.disponibles, None)
+    size = inv.venue.size
+    bits = format(int.from_bytes(inv._vendido, "big"), f"0{len(inv._vendido) * 8}b")[:size]
+    sold = bits.encode().translate(_BITS_TO_FLAGS)
+    both = int.from_bytes(bytes(inv._ocupado), "big") + int.from_bytes(sold, "big")
+    letters = both.to_bytes(size, "big").translate(_STATE_LETTERS).decode()
+    sections, start = [], 0
+    for nombre, asientos in inv.venue.secciones.items():
+        sections.append((nombre, asientos, letters[start : start + asientos]))
+        start += asientos
+    return Ocupacion(inv.capacidad, inv.n_vendidas, inv.n_retenidas, inv.disponibles, tuple(sections))
+
+
+def asientos_cambiados(antes: Inventory, despues: Inventory) -> dict[str, list[str]]:
+    """The seats whose state differs between two states of one event, by their new state ({"L": [...], ...}).
+
+    Compares the per-seat arrays chunk by chunk (C-speed slices), looking at single seats only inside a chunk
+    that changed: a group commit touches a few seats of a venue that may have 100,000.
+    """
+    out: dict[str, list[str]] = {LIBRE: [], RETENIDO: [], VENDIDO: []}
+    if despues.venue is None or antes.venue is None or antes.venue.size != despues.venue.size:
+        return out
+    changed: set[int] = set()
+    a, b = antes._ocupado, despues._ocupado
+    for start in range(0, len(b), _DIFF_CHUNK):
+        if a[start : start + _DIFF_CHUNK] != b[start : start + _DIFF_CHUNK]:
+            changed.update(i for i in range(start, min(start + _DIFF_CHUNK, len(b))) if a[i] != b[i])
+    va, vb = antes._vendido, despues._vendido
+    for start in range(0, len(vb), _DIFF_CHUNK):
+        if va[start : start + _DIFF_CHUNK] != vb[start : start + _DIFF_CHUNK]:
+            for byte in range(start, min(start + _DIFF_CHUNK, len(vb))):
+                if va[byte] != vb[byte]:
+                    changed.update(byte * 8 + k for k in range(8) if (va[byte] ^ vb[byte]) & (0x80 >> k))
+    for i in sorted(changed):
+        state = VENDIDO if despues.is_sold(i) else RETENIDO if despues.is_taken(i) else LIBRE
+        out[state].append(despues.venue.name(i))
+    return out

@@ -16,7 +16,7 @@ import logging
 import re
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 RETRY_FOR_S = 20.0
 _KEY = re.compile(r"^[-_=a-zA-Z0-9]+$")
 Pending = tuple[InventoryOp, "asyncio.Future[Any]"]
+# Told of every committed write: (evento_id, state before, state after, revision before, revision after).
+OnCommit = Callable[[str, Inventory, Inventory, int, int], Awaitable[None]]
 
 
 @dataclass
@@ -94,7 +96,9 @@ class JetStreamInventoryStore:
         retry_for_s: float = RETRY_FOR_S,
         cache_size: int = 256,
         max_document_bytes: int | None = None,
+        on_commit: OnCommit | None = None,
     ) -> None:
+        self.on_commit = on_commit  # the live availability feed (live.py); never delays or fails an op
         self.js, self.kv, self.events, self.quotas, self.clock = js, kv, event_store_for_eventos, quotas, clock
         self.max_batch, self.retry_for_s, self.cache_size = max_batch, retry_for_s, cache_size
         # nats-py checks only the payload against max_payload; the server counts headers too: keep room.
@@ -222,7 +226,8 @@ class JetStreamInventoryStore:
                 )
                 work, outcomes = apply_batch(state, [op for op, _ in batch], self.clock())
                 document = self._serialize(work)
-                revision = await self.kv.update(evento_id, document, last=revision)
+                previous = revision
+                revision = await self.kv.update(evento_id, document, last=previous)
             except KeyWrongLastSequenceError:
                 self.stats.conflicts += 1
                 if loop.time() < deadline:
@@ -255,7 +260,23 @@ class JetStreamInventoryStore:
                         future.set_exception(outcome)
                     else:
                         future.set_result(outcome)
+                await self._notify(evento_id, state, work, previous, revision)
             return
+
+    async def _notify(self, evento_id: str, before: Inventory, after: Inventory, previous: int, revision: int) -> None:
+        """After the ops are answered, in commit order (one worker per event): a feed that fails is only logged."""
+        if self.on_commit is None:
+            return
+        try:
+            await self.on_commit(evento_id, before, after, previous, revision)
+        except Exception:
+            log.exception("the live availability feed failed for event %s", evento_id)
+
+    async def estado(self, evento_id: str) -> tuple[Inventory, int]:
+        """The event's whole inventory and its revision, read from the stream leader (0: never written yet)."""
+        _check_key(evento_id)
+        found = await self._read(evento_id)
+        return found if found else (await self._from_event(evento_id), 0)
 
     def _serialize(self, state: Inventory) -> bytes:
         try:

@@ -16,7 +16,7 @@ from tests.events.helpers import cancel_sale, confirm_sale, evento_body, unique
 
 
 async def projected(app, seq: int) -> None:
-    _catalog, sales = app.state.runners
+    _catalog, sales, *_ = app.state.runners
     assert await sales.wait_for(seq, 10)
 
 

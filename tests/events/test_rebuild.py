@@ -5,18 +5,20 @@ from __future__ import annotations
 from eventflow.jetstream import EVENTOS, RESERVAS
 from eventflow.projections import ProjectionRunner
 from services.events.bootstrap import create_app, read_models
-from services.events.projections import CatalogProjection, SalesProjection
+from services.events.projections import CatalogProjection, DashboardProjection, OrganizerProjection, SalesProjection
 from tests.events.helpers import cancel_sale, confirm_sale, evento_body, iso_in, unique
 from tests.utils.app import api_client
 
 
-def test_read_models_are_the_catalog_and_the_sales():
+def test_read_models_are_the_catalog_the_sales_the_organizers_and_the_dashboard():
     pairs = read_models()
     assert [(stream, type(projection)) for stream, projection in pairs] == [
         (EVENTOS, CatalogProjection),
         (RESERVAS, SalesProjection),
+        (EVENTOS, OrganizerProjection),
+        (RESERVAS, DashboardProjection),
     ]
-    assert len({projection.name for _, projection in pairs}) == 2
+    assert len({projection.name for _, projection in pairs}) == 4
 
 
 async def snapshot(client, ids: list[str], queries: list[dict]) -> tuple[list, list]:

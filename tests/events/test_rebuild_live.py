@@ -19,7 +19,7 @@ from eventflow.contracts import RESERVA_CONFIRMADA
 from eventflow.jetstream import EVENTOS, RESERVAS
 from eventflow.rebuild import rebuild
 from services.events.bootstrap import create_app, read_models
-from services.events.projections import CatalogProjection, SalesProjection
+from services.events.projections import CatalogProjection, DashboardProjection, OrganizerProjection, SalesProjection
 from tests.events.helpers import cancel_sale, confirm_sale, evento_body, unique
 from tests.utils.app import api_client
 from tests.utils.rebuilding import Gate, GatedProjection, RedisGate, deletes, dump, fresh_db, rebuild_stopping
@@ -40,6 +40,8 @@ def gated_read_models(evento_id: str, gate: Gate) -> list:
     return [
         (EVENTOS, CatalogProjection()),
         (RESERVAS, GatedProjection(SalesProjection(), first_sale_of(evento_id), gate)),
+        (EVENTOS, OrganizerProjection()),
+        (RESERVAS, DashboardProjection()),
     ]
 
 
@@ -53,7 +55,7 @@ async def create_events(client, n: int, **overrides) -> list[str]:
 
 
 async def caught_up(app, js) -> None:
-    for runner, stream in zip(app.state.runners, (EVENTOS, RESERVAS), strict=True):
+    for runner, stream in zip(app.state.runners, (EVENTOS, RESERVAS, EVENTOS, RESERVAS), strict=True):
         head = (await js.stream_info(stream.name)).state.last_seq
         assert await runner.wait_for(head, 30), runner.checkpoint_key
 
