@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 import uuid
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
-from tests.web.conftest import Web
+from tests.web.conftest import Web, sign_in_page
 
 
 def register_inline(page: Page, email: str) -> None:
@@ -45,3 +45,74 @@ def test_register_buy_two_and_see_them_in_my_tickets(page: Page, web: Web, organ
     expect(reserva.locator("li.ticket")).to_have_count(2)
     expect(reserva.locator("img.qr").first).to_have_attribute("src", re.compile(r"^blob:"))
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+def signed_in_on_event(page: Page, web: Web, event_id: str) -> dict[str, str]:
+    buyer = web.user()
+    sign_in_page(page, web.base, buyer)
+    page.goto(f"{web.base}/#/evento/{event_id}")
+    expect(page.locator("#en-vivo")).to_have_text("● en vivo")
+    return buyer
+
+
+def test_a_declined_card_shows_the_reason_and_the_tickets_go_back(
+    page: Page, web: Web, organizer: dict[str, str]
+) -> None:
+    event = web.event(organizer, aforo_total=10)
+    signed_in_on_event(page, web, event["id"])
+    page.locator("#cantidad").fill("3")
+    pay(page, "4000 0000 0000 0002")
+    page.locator("#comprar").click()
+    expect(page.locator("#rechazada")).to_contain_text("La tarjeta fue rechazada por el banco.")
+    expect(page.locator("#disponibles")).to_have_text("10")
+    assert web.api.get(f"/api/disponibilidad/{event['id']}").json()["disponibles"] == 10
+
+
+def test_a_seated_purchase_picks_its_seats_on_the_map(page: Page, web: Web, organizer: dict[str, str]) -> None:
+    event = web.event(organizer, aforo_total=None, secciones=[{"nombre": "Platea", "asientos": 12}])
+    signed_in_on_event(page, web, event["id"])
+    for seat in ("Platea-3", "Platea-4"):
+        page.locator(f"[data-asiento={seat}]").click()
+        expect(page.locator(f"[data-asiento={seat}]")).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#elegidos")).to_have_text("Elegiste: Platea-3, Platea-4")
+    pay(page, "4242424242424242")
+    page.locator("#comprar").click()
+    expect(page.locator("#confirmada")).to_contain_text("Asientos: Platea-3, Platea-4")
+    for seat in ("Platea-3", "Platea-4"):
+        expect(page.locator(f"[data-asiento={seat}]")).to_have_attribute("data-estado", "V")
+        expect(page.locator(f"[data-asiento={seat}]")).to_be_disabled()
+    seats = web.api.get(f"/api/disponibilidad/{event['id']}").json()["secciones"][0]["estados"]
+    assert seats[2:4] == "VV" and seats.count("V") == 2
+
+
+def test_a_second_browser_sees_availability_drop_within_2_s(
+    browser: Browser, page: Page, web: Web, organizer: dict[str, str]
+) -> None:
+    event = web.event(organizer, aforo_total=10)
+    other_context = browser.new_context(locale="es-AR")
+    try:
+        other = other_context.new_page()
+        other.goto(f"{web.base}/#/evento/{event['id']}")
+        expect(other.locator("#en-vivo")).to_have_text("● en vivo")
+        expect(other.locator("#disponibles")).to_have_text("10")
+        signed_in_on_event(page, web, event["id"])
+        page.locator("#cantidad").fill("3")
+        pay(page, "4242424242424242")
+        page.locator("#comprar").click()
+        expect(page.locator("#confirmada")).to_be_visible()
+        expect(other.locator("#disponibles")).to_have_text("7", timeout=2_000)
+    finally:
+        other_context.close()
+
+
+def test_the_checkout_double_clicked_buys_once(page: Page, web: Web, organizer: dict[str, str]) -> None:
+    event = web.event(organizer, aforo_total=10)
+    signed_in_on_event(page, web, event["id"])
+    page.locator("#cantidad").fill("2")
+    pay(page, "4242424242424242")
+    # two clicks before the page can disable the button, then a real double click on top
+    page.evaluate("() => { const b = document.querySelector('#comprar'); b.click(); b.click(); }")
+    page.locator("#comprar").dblclick(force=True)
+    expect(page.locator("#confirmada")).to_be_visible()
+    state = web.api.get(f"/api/disponibilidad/{event['id']}").json()
+    assert (state["vendidas"], state["retenidas"], state["disponibles"]) == (2, 0, 8)

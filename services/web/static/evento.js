@@ -100,8 +100,8 @@ export async function mostrar([eventoId]) {
         for (let i = 0; i < s.estados.length; i++) { estado.asientos.set(`${s.nombre}-${i + 1}`, s.estados[i]); cambiados.push(`${s.nombre}-${i + 1}`); }
       }
     } else if (datos.asientos) {
-      // {"<seat id>": "L|R|V"}: only the seats that changed
-      for (const [id, e] of Object.entries(datos.asientos)) { estado.asientos.set(id, e); cambiados.push(id); }
+      // only the seats that changed, by their new state: {"L": [ids], "R": [ids], "V": [ids]}
+      for (const [e, ids] of Object.entries(datos.asientos)) for (const id of ids) { estado.asientos.set(id, e); cambiados.push(id); }
     }
     for (const id of cambiados) {
       if (!estado.comprando && estado.elegidos.has(id) && estado.asientos.get(id) !== "L") {
@@ -152,9 +152,11 @@ export async function mostrar([eventoId]) {
       h("div", { class: "fila" }, h("label", { for: "vencimiento" }, "Vencimiento", vence), h("label", { for: "cvc" }, "Código de seguridad", cvc))),
     tarjetasPrueba, total, comprar, salida);
 
+  let terminada = false;
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
-    if (estado.comprando) return; // a second click while the first is in flight does nothing
+    if (estado.comprando || comprar.disabled) return; // a second click while the first is in flight does nothing
+    terminada = false;
     const s = seleccion();
     if (!s.cantidad) { salida.replaceChildren(h("p", { class: "error" }, "Elegí al menos una entrada.")); return; }
     estado.comprando = true;
@@ -171,6 +173,7 @@ export async function mostrar([eventoId]) {
       }
       mostrarResultado(reserva);
       olvidarClave(eventoId);
+      terminada = true;
     } catch (err) {
       if (err instanceof ApiError) {
         olvidarClave(eventoId); // refused before anything was made: the same key would be free anyway
@@ -181,7 +184,10 @@ export async function mostrar([eventoId]) {
       }
     } finally {
       estado.comprando = false;
-      comprar.disabled = false;
+      // After an outcome the button stays off: the second click of a double click that lands after a fast
+      // outcome must not start a new purchase. "Comprar otra vez" turns it back on, with a new key.
+      comprar.disabled = terminada;
+      if (terminada) salida.append(h("button", { type: "button", class: "secundario", id: "otra-vez", onclick: (ev) => { ev.target.remove(); comprar.disabled = false; } }, "Comprar otra vez"));
     }
   });
 
