@@ -127,6 +127,10 @@ class Supervisor:
             self._wait_until_ready()
             self.save("ready")
             print(summary(self.state) + self.hint, flush=True)
+            if self.env.get("EVENTFLOW_DEMO", "1") != "0" and "gateway" in self.layout.ports:
+                from eventflow import demo  # issue 9: demo data, idempotent
+
+                print(demo.seed(self.layout.url("gateway"), system, self.layout.var_dir), flush=True)
             self._watch()
             return 0
         except Failed as failure:
