@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,10 +13,11 @@ from fastapi import FastAPI
 
 from eventflow.claims import UniquenessClaims
 from eventflow.config import Settings
+from eventflow.contracts import EVENTO_CREADO
 from eventflow.eventstore import EventStore
 from eventflow.generations import Generation, ReadModelRedis
 from eventflow.http import client_session
-from eventflow.jetstream import RESERVAS, USUARIOS, StreamSpec, ensure_bucket
+from eventflow.jetstream import EVENTOS, RESERVAS, USUARIOS, StreamSpec, ensure_bucket
 from eventflow.projections import Projection, ProjectionRunner
 from eventflow.retry import retry_by_time
 from eventflow.runtime import Infrastructure
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
             app.state.deps = await _dependencies(connected, generation, overrides)
             app.state.identidad = await _identidad(connected, app.state.deps, overrides)
             app.state.redis = ReadModelRedis(connected.redis, generation)
+            app.state.info_evento = _info_evento(EventStore(connected.js, EVENTOS))
             app.state.runners = {r.projection.name: r for r in connected.runners}
             app.state.generation = generation
             connected.start_projections()
@@ -94,6 +96,22 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
     app.include_router(auth_api.router)
     app.include_router(api.router)
     return app
+
+
+def _info_evento(eventos: EventStore) -> Callable[[str], Awaitable[dict[str, Any] | None]]:
+    """An event's EventoCreado data, read from the EVENTOS stream (any replica: a category and a date), for the
+    export; None when it cannot be read (the export says `desconocida`)."""
+
+    async def info(evento_id: str) -> dict[str, Any] | None:
+        try:
+            events, _ = await eventos.load(evento_id, direct=True)
+        except Exception:
+            log.warning("event unreadable for the export", extra={"evento_id": evento_id})
+            return None
+        created = next((e for e in events if e.type == EVENTO_CREADO), None)
+        return created.data if created else None
+
+    return info
 
 
 async def _dependencies(
