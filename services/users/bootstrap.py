@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from eventflow import keys
 from eventflow.claims import UniquenessClaims
 from eventflow.config import Settings
 from eventflow.contracts import EVENTO_CREADO
@@ -128,7 +129,7 @@ async def _dependencies(
         events, _ = await event_log.load(usuario_id)
         return bool(events)
 
-    data_keys = DataKeys(keys_kv, infra.redis, infra.key_ring())
+    data_keys = DataKeys(keys_kv, infra.redis, keys.key_ring(settings))
     cuentas = Cuentas(await ensure_bucket(infra.js, CUENTAS_BUCKET, settings.replicas))
     runners = [ProjectionRunner(infra.js, infra.redis, s, p, generation) for s, p in read_models()]
     infra.runners.extend(runners)
@@ -161,7 +162,7 @@ async def _identidad(
     signing = SigningKeys(
         private_kv,
         jwks_kv,
-        infra.key_ring(),
+        keys.key_ring(settings),
         rotate_after_s=settings.signing_key_rotation_s,
         token_ttl_s=settings.access_token_ttl_s,
     )
