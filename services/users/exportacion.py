@@ -62,7 +62,7 @@ MEDIA_TYPES = {
 @dataclass
 class _Usuario:
     cuasi: anonimato.Cuasi
-    historial_key: str
+    historial: list[bytes | str]  # the stored purchases (JSON), read in pass 2 only
 
 
 @dataclass
@@ -72,20 +72,21 @@ class Exportador:
     info_evento: InfoEvento
     _eventos: dict[str, tuple[str, str]] = field(default_factory=dict)
 
-    async def _usuarios(self) -> AsyncIterator[_Usuario]:
+    async def _usuarios(self, with_history: bool = False) -> AsyncIterator[_Usuario]:
         """Every user in the read model, with their quasi-identifiers; erased users (no data key) are skipped."""
         generation = read_generation(self.redis)
         batch: list[str] = []
         async for key in self.redis.scan_iter(match=keys.doc_key("*", generation), count=SCAN_BATCH):
             batch.append(key.decode() if isinstance(key, bytes) else key)
             if len(batch) >= SCAN_BATCH:
-                async for usuario in self._batch(batch, generation):
+                async for usuario in self._batch(batch, generation, with_history):
                     yield usuario
                 batch = []
-        async for usuario in self._batch(batch, generation):
+        async for usuario in self._batch(batch, generation, with_history):
             yield usuario
 
-    async def _batch(self, doc_keys: list[str], generation: int) -> AsyncIterator[_Usuario]:
+    async def _batch(self, doc_keys: list[str], generation: int, with_history: bool) -> AsyncIterator[_Usuario]:
+        """One pipeline per batch: the documents, the cached data keys and (pass 2) the purchase histories."""
         if not doc_keys:
             return
         ids = [k.rpartition(":")[2] for k in doc_keys]
@@ -93,9 +94,12 @@ class Exportador:
             for usuario_id, doc_key in zip(ids, doc_keys, strict=True):
                 pipe.get(doc_key)
                 pipe.get(cache_key(usuario_id))
+                if with_history:
+                    pipe.hvals(keys.historial_key(usuario_id, generation))
             raw = await pipe.execute()
+        step = 3 if with_history else 2
         for i, usuario_id in enumerate(ids):
-            doc, wrapped = raw[2 * i], raw[2 * i + 1]
+            doc, wrapped = raw[step * i], raw[step * i + 1]
             if doc is None:
                 continue
             cached = wrapped.decode() if isinstance(wrapped, bytes) else wrapped
@@ -105,7 +109,7 @@ class Exportador:
             data = orjson.loads(doc)
             email = FieldCipher(dek, usuario_id).open("email", data["cifrado"]["email"])
             q = anonimato.cuasi(data["tipo_documento"], email, data["registrado_en"])
-            yield _Usuario(q, keys.historial_key(usuario_id, generation))
+            yield _Usuario(q, raw[step * i + 2] if with_history else [])
 
     async def planificar(self, k: int, max_suprimidas: float = anonimato.MAX_SUPRIMIDAS) -> anonimato.Plan:
         conteos: Counter[anonimato.Cuasi] = Counter()
@@ -120,9 +124,9 @@ class Exportador:
             self._eventos[evento_id] = (categoria, anonimato.mes(data["fecha"]) if data else SIN_DATO)
         return self._eventos[evento_id]
 
-    async def _compras(self, historial_key: str) -> list[dict[str, Any]]:
+    async def _compras(self, historial: list[bytes | str]) -> list[dict[str, Any]]:
         compras = []
-        for raw in (await self.redis.hgetall(historial_key)).values():
+        for raw in historial:
             c = orjson.loads(raw)
             categoria, mes_evento = await self._evento(c["evento_id"])
             compras.append(
@@ -140,7 +144,7 @@ class Exportador:
 
     async def registros(self, plan: anonimato.Plan) -> AsyncIterator[dict[str, Any]]:
         """Pass 2: the kept users, generalized as the plan says, each under a fresh random id."""
-        async for usuario in self._usuarios():
+        async for usuario in self._usuarios(with_history=True):
             g = plan.conserva(usuario.cuasi)
             if g is None:
                 continue
@@ -150,7 +154,7 @@ class Exportador:
                 "tipo_documento": tipo,
                 "dominio_email": dom,
                 "registro": periodo,
-                "compras": await self._compras(usuario.historial_key),
+                "compras": await self._compras(usuario.historial),
             }
 
 
