@@ -25,7 +25,7 @@ from eventflow.runtime import Infrastructure
 from eventflow.signing_keys import SigningKeys, open_buckets
 from eventflow.web import ReadyCheck
 from eventflow.web import create_app as create_web_app
-from services.users import api, auth_api, contrasenas, handlers, identidad
+from services.users import api, auth_api, borrado, contrasenas, handlers, identidad
 from services.users.contrasenas import Hasher
 from services.users.cuentas import BUCKET as CUENTAS_BUCKET
 from services.users.cuentas import Cuentas
@@ -74,6 +74,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
             app.state.runners = {r.projection.name: r for r in connected.runners}
             app.state.generation = generation
             connected.start_projections()
+            app.state.borrados_pendientes = asyncio.create_task(_sweep(connected, app.state.deps, app.state.identidad))
+            connected.background.append(app.state.borrados_pendientes)
             if settings.admin_email and settings.admin_password:
                 await _first_admin(settings.admin_email, settings.admin_password, app.state.deps, app.state.identidad)
             yield
@@ -190,6 +192,18 @@ async def _identidad(
         usuarios=deps.store,
         service_key=settings.service_key,
     )
+
+
+async def _sweep(infra: Infrastructure, deps: handlers.Dependencias, ids: identidad.Identidad) -> list[str]:
+    """Erasures a crash left halfway are completed at every start (services/users/borrado.py)."""
+    try:
+        done = await borrado.completar_pendientes(infra.js, deps, ids)
+    except Exception:
+        log.exception("could not complete pending erasures; the next start tries again")
+        return []
+    if done:
+        log.info("pending erasures completed", extra={"count": len(done)})
+    return done
 
 
 async def _prune_keys(signing: SigningKeys, every_s: float = 600.0) -> None:

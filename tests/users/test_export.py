@@ -90,6 +90,7 @@ async def world(tmp_path_factory) -> AsyncIterator[dict]:
             assert await app.state.runners["usuarios-historial"].wait_for(seq, 10)
             yield {
                 "app": app,
+                "settings": servers.settings(),
                 "client": client,
                 "js": js,
                 "bodies": bodies,
@@ -221,3 +222,24 @@ async def test_erasure_shreds_the_data_key_and_forgets_the_user(world):
     # The export counts the new user once, not the erased one.
     rows = (await export(world, "ndjson", k=2)).splitlines()
     assert orjson.loads(rows[-1])["resumen"]["filas_totales"] == 9
+
+
+async def test_an_erasure_a_crash_left_halfway_is_completed_at_the_next_start(world):
+    """The crash right after the event: nothing else happened. The next start of the service finishes it."""
+    client, js = world["client"], world["js"]
+    body = factories.usuario()
+    user = (await client.post("/api/usuarios", json=body)).json()
+    _, version = await EventStore(js, USUARIOS).load(user["id"])
+    borrado = NewEvent("UsuarioBorrado", {"usuario_id": user["id"], "borrado_en": datetime.now(UTC).isoformat()})
+    await EventStore(js, USUARIOS).append(user["id"], [borrado], expected_version=version)
+    kv = await js.key_value(KEYS_BUCKET)
+    assert (await kv.get(user["id"])).value  # the key is still there: the erasure is not complete
+    restarted = create_app(world["settings"])
+    async with api_client(restarted) as other:
+        assert await restarted.state.borrados_pendientes == [user["id"]]
+        with pytest.raises(KeyNotFoundError):
+            await kv.get(user["id"])
+        signin = await other.post("/api/auth/token", json={"email": body["email"], "password": body["password"]})
+        assert signin.status_code == 401
+        assert (await other.post("/api/usuarios", json=body)).status_code == 201  # the email is free again
+    # The users erased completely before (the test above) are not done again.
