@@ -20,6 +20,7 @@ from eventflow.eventstore import StoredEvent
 from eventflow.generations import keyspace
 
 FAMILY = "usuarios"
+USUARIO_BORRADO = "UsuarioBorrado"  # stream USUARIOS: the user was erased (no personal data in it)
 RECIENTES_MAX = 20
 
 
@@ -54,6 +55,10 @@ class UsuariosProjection:
         return UsuariosProjection(generation)
 
     async def apply(self, event: StoredEvent, redis: Redis, tx: Pipeline) -> None:
+        if event.type == USUARIO_BORRADO:  # the read model forgets the user, their purchase history included
+            keys = (doc_key, historial_key, orden_key, recientes_key)
+            tx.delete(*(key(event.aggregate_id, self.generation) for key in keys))
+            return
         if event.type != USUARIO_REGISTRADO:
             return
         data = event.data
