@@ -11,6 +11,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import nats.errors
+import nats.js.errors
 import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -68,6 +69,7 @@ DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
     nats.errors.NoServersError,
     nats.errors.ConnectionClosedError,
     nats.errors.ConnectionReconnectingError,
+    nats.js.errors.ServiceUnavailableError,  # "JetStream system temporarily unavailable" (a node restarting)
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
 )
