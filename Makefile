@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: locust run up down status test lint typecheck bench rebuild clean system-deps test-deps compose-test offline-images
+.PHONY: chaos fuzz locust run up down status test lint typecheck bench rebuild clean system-deps test-deps compose-test offline-images
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,12 @@ lint: venv
 
 typecheck: venv
 	$(PY) -m mypy
+
+chaos: venv         ## the chaos suite: 1,000 buyers for 300 tickets on a 3-node JetStream cluster, one run per fault, invariants, a table
+	$(PY) -m tests.chaos.suite --buyers $${CHAOS_BUYERS:-1000} --tickets $${CHAOS_TICKETS:-300}
+
+fuzz: venv          ## schemathesis on every OpenAPI, direct and through the gateway, 200 examples per operation and mode
+	EVENTFLOW_FUZZ_EXAMPLES=$${EVENTFLOW_FUZZ_EXAMPLES:-200} $(PY) -m pytest -q -s -p no:cacheprovider --timeout 0 tests/fuzz
 
 LOADTEST_HOST ?= http://127.0.0.1:8080
 LOCUST_USERS  ?= 200

@@ -123,7 +123,7 @@ async def test_the_relay_ends_its_streams_when_the_process_is_asked_to_stop(sett
             chunks.append(chunk)
 
     reader = asyncio.create_task(read_all())
-    while len(chunks) < 2:
+    while len(chunks) < 2:  # noqa: ASYNC110 (polls a list the reader task fills)
         await asyncio.sleep(0.01)
     stopping.set()
     await asyncio.wait_for(reader, 5)
