@@ -20,11 +20,15 @@ system-deps:
 
 venv: $(STAMP) system-deps
 
-## promtool (tests/deploy checks the Prometheus config and alert rules with it) from Debian's prometheus package.
+## promtool (tests/deploy checks the Prometheus config and alert rules with it) from Debian's prometheus package;
+## chromium (tests/web drive it headless with Playwright, no browser download) from Debian's chromium package.
 test-deps:
 	@command -v promtool >/dev/null 2>&1 || { \
 	  echo "promtool not found: installing Debian's prometheus package"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@test -x /usr/bin/chromium || { \
+	  echo "chromium not found: installing Debian's chromium package (tests/web drive it headless)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 run: venv           ## start NATS, Redis and every service in the foreground; Ctrl-C stops all
 	$(PY) -m eventflow.run

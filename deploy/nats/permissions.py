@@ -25,6 +25,7 @@ class Grants:
     streams_read: tuple[str, ...] = ()
     buckets_owned: tuple[str, ...] = ()
     buckets_read: tuple[str, ...] = ()
+    core: tuple[str, ...] = ()  # core-NATS subjects published and subscribed to: notifications, not facts
 
 
 SERVICES = {
@@ -47,6 +48,7 @@ SERVICES = {
         streams_read=("EVENTOS",),
         buckets_owned=("INVENTARIO", "CUPOS", "SAGAS", "PASARELA_SIM", "CHECKIN", "TICKET_KEYS"),
         buckets_read=("AUTH_JWKS",),
+        core=("disponibilidad.>",),  # live availability: each replica publishes its writes, relays everyone's
     ),
 }
 
@@ -78,7 +80,7 @@ def publish_allow(grants: Grants) -> list[str]:
         subjects.append(f"{STREAMS[stream]}.>")
     for bucket in grants.buckets_owned:
         subjects += [f"$JS.API.STREAM.CREATE.KV_{bucket}", f"$KV.{bucket}.>"]
-    return subjects
+    return subjects + list(grants.core)
 
 
 def password_variable(service: str) -> str:
@@ -98,7 +100,7 @@ def auth_conf() -> str:
             f"      password: ${password_variable(service)}\n"
             "      permissions: {\n"
             f"        publish: {{allow: {_list(publish_allow(grants), '        ')}}}\n"
-            '        subscribe: {allow: ["_INBOX.>"]}\n'
+            f"        subscribe: {{allow: {_list(['_INBOX.>', *grants.core], '        ')}}}\n"
             "      }\n"
             "    }\n"
         )
