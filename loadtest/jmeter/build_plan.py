@@ -116,7 +116,7 @@ def http(name: str, method: str, path: str, body: str | None = None, children: l
     return node(element, children)
 
 
-def thread_group(name: str, threads: str, loops: str, children: list[str], duration: str = "") -> str:
+def thread_group(name: str, threads: str, loops: str, children: list[str], duration: str = "", ramp: str = "1") -> str:
     scheduler = "true" if duration else "false"
     element = (
         f'<ThreadGroup guiclass="ThreadGroupGui" testclass="ThreadGroup" testname="{attr(name)}" enabled="true">'
@@ -127,7 +127,7 @@ def thread_group(name: str, threads: str, loops: str, children: list[str], durat
         + prop("string", "LoopController.loops", loops)
         + "</elementProp>"
         + prop("string", "ThreadGroup.num_threads", threads)
-        + prop("string", "ThreadGroup.ramp_time", "1")
+        + prop("string", "ThreadGroup.ramp_time", ramp)
         + prop("bool", "ThreadGroup.scheduler", scheduler)
         + prop("string", "ThreadGroup.duration", duration)
         + prop("string", "ThreadGroup.delay", "")
@@ -261,6 +261,7 @@ def plan() -> str:
                     ],
                 ),
             ],
+            ramp="${__P(flash_ramp,60)}",  # sign-ups spread out (argon2), then every buyer reserves at once
         ),
         thread_group(
             "6 steady mixed",
