@@ -41,7 +41,8 @@ SERVICES = {
         streams_read=("RESERVAS",),
         buckets_read=("AUTH_JWKS",),
     ),
-    # Inventory, quotas, sagas, the payment simulator's ledger (the simulated processor runs here), tickets and check-ins.
+    # Inventory, quotas, sagas, the payment simulator's ledger (the simulated processor runs here), tickets and
+    # check-ins.
     "reservations": Grants(
         streams_owned=("RESERVAS",),
         streams_read=("EVENTOS",),
