@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -97,6 +98,7 @@ async def world(tmp_path_factory) -> AsyncIterator[dict]:
                 "users": users,
                 "reservas": reservas,
                 "admin": await admin_headers(client),
+                "admin_id": (await client.get("/api/usuarios/me", headers=await admin_headers(client))).json()["id"],
             }
 
 
@@ -171,8 +173,12 @@ async def test_two_exports_cannot_be_joined_by_id(world):
     assert first - {None} and not (first & second) - {None}
 
 
-async def test_csv_is_rfc4180_with_one_row_per_purchase(world):
+async def test_csv_is_rfc4180_with_one_row_per_purchase(world, caplog):
+    caplog.set_level(logging.INFO)
     text = await export(world, "csv", k=5)
+    audits = [r for r in caplog.records if getattr(r, "audit", None) == "usuarios.exportar"]
+    assert [(a.formato, a.k, a.filas, a.suprimidas) for a in audits] == [("csv", 5, 9, 0)]  # type: ignore[attr-defined]
+    assert audits[0].por == world["admin_id"]  # type: ignore[attr-defined]
     assert "\r\n" in text
     rows = list(csv.DictReader(io.StringIO(text)))
     assert len(rows) == 10  # 8 users without purchases, users[0] twice
