@@ -26,6 +26,7 @@ from eventflow.eventstore import EventStore, NewEvent
 from eventflow.jetstream import EVENTOS, RESERVAS, USUARIOS, ensure_stream
 from services.users.bootstrap import create_app
 from services.users.privacy import KEYS_BUCKET
+from services.users.projections import historial_key, orden_key, recientes_key
 from tests.users import factories
 from tests.users.signed_in import admin_headers, headers_of
 from tests.utils.app import api_client
@@ -207,6 +208,21 @@ async def test_erasure_shreds_the_data_key_and_forgets_the_user(world):
     assert (await client.get(f"/api/usuarios/{user['id']}", headers=world["admin"])).status_code == 404
     assert (await client.get(f"/api/usuarios/{user['id']}/historial", headers=world["admin"])).status_code == 404
     assert (await client.delete(f"/api/usuarios/{user['id']}", headers=world["admin"])).status_code == 204
+    # A purchase event of theirs arriving later is not projected: the read model keeps nothing of them.
+    late = str(uuid.uuid4())
+    compra = {
+        "reserva_id": late,
+        "usuario_id": user["id"],
+        "evento_id": str(uuid.uuid4()),
+        "cantidad": 1,
+        "asientos": [],
+        "importe_centimos": 100,
+        "confirmada_en": datetime.now(UTC).isoformat(),
+    }
+    seq = await EventStore(js, RESERVAS).append(late, [NewEvent(RESERVA_CONFIRMADA, compra)], None)
+    assert await world["app"].state.runners["usuarios-historial"].wait_for(seq, 10)
+    redis = world["app"].state.redis
+    assert not await redis.exists(historial_key(user["id"]), orden_key(user["id"]), recientes_key(user["id"]))
     # No key the system holds opens the sealed fields left in the append-only log.
     events, _ = await EventStore(js, USUARIOS).load(user["id"])
     assert [e.type for e in events] == ["UsuarioRegistrado", "UsuarioBorrado"]
