@@ -41,8 +41,7 @@ SERVICES = {
         streams_read=("RESERVAS",),
         buckets_read=("AUTH_JWKS",),
     ),
-    # Inventory, quotas, sagas, the payment simulator's ledger (the simulated processor runs here), tickets and
-    # check-ins.
+    # Inventory, quotas, sagas, the payment simulator's ledger (its simulated processor), tickets, check-ins.
     "reservations": Grants(
         streams_owned=("RESERVAS",),
         streams_read=("EVENTOS",),

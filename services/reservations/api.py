@@ -12,7 +12,6 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
-from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from eventflow.auth import Caller, Principal, Prohibido
@@ -143,17 +142,3 @@ async def cancelar(reserva_id: str, caller: Caller, deps: DepsDep, request: Requ
     saga = await handlers.cancelar(CancelarReserva(reserva_id), deps)
     saga = await handlers.esperar(saga, deps, request.app.state.espera_s)
     return await _answer(saga, request, 200)
-
-
-@router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(deps: DepsDep) -> str:
-    lines = [
-        "# TYPE eventflow_reservas_sagas_total counter",
-        *(
-            f'eventflow_reservas_sagas_total{{resultado="{name}"}} {value}'
-            for name, value in sorted(deps.orquestador.metrics.items())
-        ),
-        "# TYPE eventflow_reservas_sagas_activas gauge",
-        f"eventflow_reservas_sagas_activas {deps.orquestador.activas}",
-    ]
-    return "\n".join(lines) + "\n"
