@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from eventflow.eventstore import EventStore, NewEvent
 from eventflow.jetstream import EVENTOS, RESERVAS, USUARIOS, ensure_stream
 from services.users.bootstrap import create_app
 from services.users.privacy import KEYS_BUCKET
+from services.users.projections import historial_key, orden_key, recientes_key
 from tests.users import factories
 from tests.users.signed_in import admin_headers, headers_of
 from tests.utils.app import api_client
@@ -97,6 +99,7 @@ async def world(tmp_path_factory) -> AsyncIterator[dict]:
                 "users": users,
                 "reservas": reservas,
                 "admin": await admin_headers(client),
+                "admin_id": (await client.get("/api/usuarios/me", headers=await admin_headers(client))).json()["id"],
             }
 
 
@@ -171,8 +174,12 @@ async def test_two_exports_cannot_be_joined_by_id(world):
     assert first - {None} and not (first & second) - {None}
 
 
-async def test_csv_is_rfc4180_with_one_row_per_purchase(world):
+async def test_csv_is_rfc4180_with_one_row_per_purchase(world, caplog):
+    caplog.set_level(logging.INFO)
     text = await export(world, "csv", k=5)
+    audits = [r for r in caplog.records if getattr(r, "audit", None) == "usuarios.exportar"]
+    assert [(a.formato, a.k, a.filas, a.suprimidas) for a in audits] == [("csv", 5, 9, 0)]  # type: ignore[attr-defined]
+    assert audits[0].por == world["admin_id"]  # type: ignore[attr-defined]
     assert "\r\n" in text
     rows = list(csv.DictReader(io.StringIO(text)))
     assert len(rows) == 10  # 8 users without purchases, users[0] twice
@@ -201,6 +208,21 @@ async def test_erasure_shreds_the_data_key_and_forgets_the_user(world):
     assert (await client.get(f"/api/usuarios/{user['id']}", headers=world["admin"])).status_code == 404
     assert (await client.get(f"/api/usuarios/{user['id']}/historial", headers=world["admin"])).status_code == 404
     assert (await client.delete(f"/api/usuarios/{user['id']}", headers=world["admin"])).status_code == 204
+    # A purchase event of theirs arriving later is not projected: the read model keeps nothing of them.
+    late = str(uuid.uuid4())
+    compra = {
+        "reserva_id": late,
+        "usuario_id": user["id"],
+        "evento_id": str(uuid.uuid4()),
+        "cantidad": 1,
+        "asientos": [],
+        "importe_centimos": 100,
+        "confirmada_en": datetime.now(UTC).isoformat(),
+    }
+    seq = await EventStore(js, RESERVAS).append(late, [NewEvent(RESERVA_CONFIRMADA, compra)], None)
+    assert await world["app"].state.runners["usuarios-historial"].wait_for(seq, 10)
+    redis = world["app"].state.redis
+    assert not await redis.exists(historial_key(user["id"]), orden_key(user["id"]), recientes_key(user["id"]))
     # No key the system holds opens the sealed fields left in the append-only log.
     events, _ = await EventStore(js, USUARIOS).load(user["id"])
     assert [e.type for e in events] == ["UsuarioRegistrado", "UsuarioBorrado"]
