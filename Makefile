@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: chaos fuzz jmeter locust run up down status test lint typecheck bench rebuild clean system-deps test-deps compose-test offline-images
+.PHONY: chaos fuzz jmeter locust run up down status test lint typecheck bench rebuild rotate-keys clean system-deps test-deps compose-test offline-images
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -93,6 +93,9 @@ bench: venv         ## benchmarks; prints tables (see bench/)
 
 rebuild: venv       ## rebuild the read models from the log into a new generation and switch (safe while running; SERVICES="users events")
 	$(PY) -m eventflow.rebuild $(SERVICES)
+
+rotate-keys: venv   ## re-wrap every data key with the current master key (old ones in EVENTFLOW_MASTER_KEYS_PREVIOUS; docs/privacy.md)
+	$(PY) -m services.users.rotar_claves
 
 compose-test: venv  ## the Compose stack for real: images built offline, journey, flash sale with a NATS node killed (see tests/deploy/compose_stack.py)
 	$(PY) -m tests.deploy.compose_stack

@@ -2,7 +2,8 @@
 
 Run it after every users replica restarted with the new key as EVENTFLOW_MASTER_KEY (and a new
 EVENTFLOW_MASTER_KEY_ID) and the old one in EVENTFLOW_MASTER_KEYS_PREVIOUS; reads and writes go on meanwhile.
-It re-wraps USER_KEYS (one data key per user) and AUTH_SIGNING (the token signing keys' data keys), drops the
+It re-wraps USER_KEYS (one data key per user), AUTH_SIGNING (the token signing keys' data keys) and TICKET_KEYS
+(each event's ticket-signing key, the reservations service's), drops the
 Redis copies wrapped by an old key, and prints how many data keys each master key id still wraps: an old id
 that is no longer listed may be removed from EVENTFLOW_MASTER_KEYS_PREVIOUS. Exit status 0 when nothing uses
 an old key any more, 3 otherwise (e.g. an entry kept changing while it ran: run it again).
@@ -24,6 +25,7 @@ from eventflow.signing_keys import open_buckets
 from services.users.privacy import KEYS_BUCKET, cache_key
 
 STILL_IN_USE = 3
+TICKET_KEYS_BUCKET = "TICKET_KEYS"  # services/reservations/ticket_keys.py (a service of its own: not imported)
 
 
 async def rotate(settings: Settings, previous: str | None = None) -> Counter[str]:
@@ -41,12 +43,15 @@ async def rotate(settings: Settings, previous: str | None = None) -> Counter[str
 
         users = await keys.rewrap_bucket(user_keys, ring, keys.Wrapped(), forget)
         signing_report = await keys.rewrap_bucket(signing, ring, keys.Wrapped("dek"))
+        # The reservations service's per-event ticket-signing keys (services/reservations/ticket_keys.py).
+        tickets = await ensure_bucket(js, TICKET_KEYS_BUCKET, settings.replicas)
+        tickets_report = await keys.rewrap_bucket(tickets, ring, keys.Wrapped("dek"))
         # A read that raced the re-wrap may have cached the old wrapping again: drop every such copy.
         async for key in redis.scan_iter(match=cache_key("*"), count=500):
             wrapped = await redis.get(key)
             if wrapped and KeyRing.key_id_of(str(wrapped)) != ring.current:
                 await redis.delete(key)
-        return users.in_use + signing_report.in_use
+        return users.in_use + signing_report.in_use + tickets_report.in_use
     finally:
         await redis.aclose()
         await nc.drain()

@@ -10,6 +10,9 @@ import os
 import pytest
 
 from eventflow import keys
+from eventflow.crypto import KeyRing
+from eventflow.jetstream import connect
+from services.reservations.ticket_keys import TicketKeys
 from services.users.bootstrap import create_app
 from services.users.privacy import KEYS_BUCKET
 from services.users.rotar_claves import rotate
@@ -31,6 +34,8 @@ async def test_rotation_rewraps_every_data_key_while_users_are_read_and_written(
                 resp = await client.post("/api/usuarios", json=body)
                 assert resp.status_code == 201
                 users.append((body, resp.json()["id"]))
+        nc = await connect(old.nats_url, "rotation-test")
+        signer = await (await TicketKeys.open(nc.jetstream(), keys.key_ring(old, ""))).firmante("evento-rotado")
         new = servers.settings(master_key=new_key, master_key_id="k2")
         monkeypatch.setenv(keys.PREVIOUS_ENV, f"k1:{TEST_MASTER_KEY}")
         app = create_app(new)
@@ -58,6 +63,10 @@ async def test_rotation_rewraps_every_data_key_while_users_are_read_and_written(
             kv = await app.state.deps.store.js.key_value(KEYS_BUCKET)
             assert set(in_use) == {"k2"}, in_use  # every data key, and the signing key's, under k2 now
             assert set(await keys.key_ids_in_use(kv)) == {"k2"}
+        only_k2 = KeyRing({"k2": base64.b64decode(new_key)}, "k2")
+        reopened = await (await TicketKeys.open(nc.jetstream(), only_k2)).firmante("evento-rotado")
+        assert reopened.public_key().public_bytes_raw() == signer.public_key().public_bytes_raw()  # a ticket key too
+        await nc.drain()
         monkeypatch.delenv(keys.PREVIOUS_ENV)  # the old key is gone
         async with api_client(create_app(new)) as client:
             boss = await admin_headers(client)  # the signing key opens with k2 alone
