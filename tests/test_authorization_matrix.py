@@ -38,7 +38,7 @@ from services.reservations.bootstrap import create_app as reservations_app
 from services.users.bootstrap import create_app as users_app
 from services.users.identidad import Emisor
 from tests.reservations.helpers import pago, serve
-from tests.utils.auth import Cuenta, admin, bearer, con_rol, registrar
+from tests.utils.auth import Cuenta, admin, bearer, con_rol, datos_de_registro, registrar
 from tests.utils.servers import Servers
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
@@ -68,6 +68,9 @@ TABLE: dict[str, dict[str, int]] = {
     "GET /api/reservas/{R}": row(404, buyer=200, organizer=200, admin=200),  # others: as if it did not exist
     "GET /api/reservar/{R}": row(404, buyer=200, organizer=200, admin=200),
     "POST /api/reservas/{R}/cancelar": row(404, buyer=200, admin=200, organizer=403),  # organizer may read it
+    "GET /api/usuarios/exportar": row(403, admin=200),
+    "GET /api/usuarios/exportar/resumen": row(403, admin=200),
+    "DELETE /api/usuarios/{U}": row(404, admin=204),  # U: another user (a fresh one); one's own is in tests/users
     # Issue 9. T is R's first ticket; a check-in that may succeed scans a ticket of its own (else 409 ya_usado).
     "GET /api/reservas": row(200),  # "my tickets": every person sees their own (none but the buyer has any)
     "GET /api/reservas/{R}/pdf": row(404, buyer=200),
@@ -233,6 +236,10 @@ async def walk(world: World, target: str) -> dict[str, dict[str, int]]:
         await status(
             "POST /api/reservas/{R}/cancelar", caller, "reservations", "POST", f"/api/reservas/{target_id}/cancelar"
         )
+        await status("GET /api/usuarios/exportar", caller, "users", "GET", "/api/usuarios/exportar?formato=ndjson")
+        await status("GET /api/usuarios/exportar/resumen", caller, "users", "GET", "/api/usuarios/exportar/resumen")
+        victim = await world.http.post(f"{world.urls['users']}/api/usuarios", json=datos_de_registro())
+        await status("DELETE /api/usuarios/{U}", caller, "users", "DELETE", f"/api/usuarios/{victim.json()['id']}")
         await entradas(world, caller, target, status)
     return got
 

@@ -33,7 +33,7 @@ SERVICES = {
     "users": Grants(
         streams_owned=("USUARIOS",),
         streams_declared=("RESERVAS",),
-        streams_read=("RESERVAS",),
+        streams_read=("RESERVAS", "EVENTOS"),  # EVENTOS: an event's category and date, for the users export
         buckets_owned=("USER_CLAIMS", "USER_KEYS", "CUENTAS", "SESIONES", "AUTH_SIGNING", "AUTH_JWKS"),
     ),
     "events": Grants(

@@ -1,10 +1,9 @@
 """HTTP: POST /api/reservar, GET /api/reservas (the caller's own), GET /api/reservas/{id} (and /api/reservar/{id}),
-POST .../cancelar, /metrics.
+POST .../cancelar (/metrics, for the internal scraper, is eventflow.metrics's, like every service's).
 
 Thin: build the command, call the handler, shape the answer. Card data stays in this request's memory. Every
 /api route needs a signed-in caller (eventflow.auth verifies the token here, whoever forwarded the request);
-who may see or cancel which reservation is decided in handlers.py. /metrics is for the internal scraper: the
-gateway routes only /api/* and /.well-known/jwks.json, so it is never on the public port.
+who may see or cancel which reservation is decided in handlers.py.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from eventflow.auth import Caller, Principal, Prohibido
@@ -161,17 +159,3 @@ async def cancelar(reserva_id: str, caller: Caller, deps: DepsDep, request: Requ
     saga = await handlers.cancelar(CancelarReserva(reserva_id), deps)
     saga = await handlers.esperar(saga, deps, request.app.state.espera_s)
     return await _answer(saga, request, 200)
-
-
-@router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(deps: DepsDep) -> str:
-    lines = [
-        "# TYPE eventflow_reservas_sagas_total counter",
-        *(
-            f'eventflow_reservas_sagas_total{{resultado="{name}"}} {value}'
-            for name, value in sorted(deps.orquestador.metrics.items())
-        ),
-        "# TYPE eventflow_reservas_sagas_activas gauge",
-        f"eventflow_reservas_sagas_activas {deps.orquestador.activas}",
-    ]
-    return "\n".join(lines) + "\n"

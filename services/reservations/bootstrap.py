@@ -232,7 +232,7 @@ def create_app(
                 await processor_nc.drain()
             await infra.close()
 
-    app = create_base_app("EventFlow reservations", lifespan, checks)
+    app = create_base_app("EventFlow reservations", lifespan, checks, required=("nats",))  # CP only: Redis is optional
     app.add_middleware(IdempotencyKeyMiddleware, paths=("/api/reservar",))
     app.include_router(api.router)
     app.include_router(entradas_api.router)
