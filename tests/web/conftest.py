@@ -121,4 +121,5 @@ def sign_in_page(page: Page, base: str, user: dict[str, str]) -> None:
     page.locator("#pagina-email").fill(user["email"])
     page.locator("#pagina-password").fill(user["password"])
     page.locator("form[aria-labelledby=pagina-t-entrar] button[type=submit]").click()
+    page.wait_for_function("() => !location.hash.startsWith('#/entrar')")  # signed in: the page moved on
     page.locator("#sesion button", has_text="Salir").wait_for()
