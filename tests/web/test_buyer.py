@@ -116,3 +116,20 @@ def test_the_checkout_double_clicked_buys_once(page: Page, web: Web, organizer: 
     expect(page.locator("#confirmada")).to_be_visible()
     state = web.api.get(f"/api/disponibilidad/{event['id']}").json()
     assert (state["vendidas"], state["retenidas"], state["disponibles"]) == (2, 0, 8)
+
+
+def test_my_tickets_cancels_a_reservation_and_shows_the_refund(page: Page, web: Web, organizer: dict[str, str]) -> None:
+    event = web.event(organizer, aforo_total=10)
+    signed_in_on_event(page, web, event["id"])
+    page.locator("#cantidad").fill("1")
+    pay(page, "4242424242424242")
+    page.locator("#comprar").click()
+    expect(page.locator("#confirmada")).to_be_visible()
+    page.get_by_role("link", name="Ver mis entradas").click()
+    reserva = page.locator("li.reserva", has_text=event["nombre"])
+    expect(reserva.locator("li.ticket")).to_have_count(1)
+    page.once("dialog", lambda dialog: dialog.accept())
+    reserva.get_by_role("button", name="Cancelar reserva").click()
+    expect(reserva).to_contain_text("Reserva cancelada. Reembolso:")
+    expect(page.locator("li.reserva[data-estado=cancelada]", has_text=event["nombre"])).to_contain_text("reembolso")
+    assert web.api.get(f"/api/disponibilidad/{event['id']}").json()["disponibles"] == 10

@@ -1,6 +1,6 @@
 // The single page: a hash router, the session bar, and one module per page. No build step: ES modules as they are.
 import { alCambiarSesion, salir, sesion, tieneRol } from "./api.js";
-import { h, ruta } from "./ui.js";
+import { empezarRuta, h, ruta } from "./ui.js";
 
 const PAGINAS = {
   "": () => import("./catalogo.js"),
@@ -13,17 +13,24 @@ const PAGINAS = {
 };
 
 let limpiar = null;
+let vuelta = 0; // the latest navigation: an earlier one whose module loads later must not paint over it
 
 async function mostrar() {
   if (limpiar) { try { limpiar(); } catch { /* a page's cleanup never blocks the next page */ } limpiar = null; }
+  const mia = ++vuelta;
+  empezarRuta();
   const [pagina = "", ...resto] = ruta();
   const cargar = PAGINAS[pagina] || PAGINAS[""];
   marcarMenu(pagina);
   const modulo = await cargar();
+  if (mia !== vuelta) return;
   const main = document.getElementById("contenido");
   try {
-    limpiar = (await modulo.mostrar(resto)) || null;
+    const fin = (await modulo.mostrar(resto)) || null;
+    if (mia !== vuelta) { if (fin) fin(); return; } // superseded while it loaded: undo its streams
+    limpiar = fin;
   } catch (err) {
+    if (mia !== vuelta) return;
     main.replaceChildren(h("h1", {}, "Algo salió mal"), h("p", { class: "error" }, err.message || String(err)));
   }
   if (document.activeElement === document.body) main.focus({ preventScroll: true });

@@ -17,8 +17,14 @@ export function h(tag, attrs = {}, ...hijos) {
   return el;
 }
 
+// The hash the page being shown was opened for (set by the router): a page that finishes loading after the
+// user moved on paints nothing over the newer page.
+let rutaActual = null;
+export function empezarRuta() { rutaActual = location.hash; }
+
 export function pintar(...hijos) {
   const main = document.getElementById("contenido");
+  if (rutaActual !== null && location.hash !== rutaActual) return main;
   main.replaceChildren(...hijos.flat());
   return main;
 }
