@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Route, expect
 
 from tests.web.conftest import Web, sign_in_page
 
@@ -133,3 +133,42 @@ def test_my_tickets_cancels_a_reservation_and_shows_the_refund(page: Page, web: 
     expect(reserva).to_contain_text("Reserva cancelada. Reembolso:")
     expect(page.locator("li.reserva[data-estado=cancelada]", has_text=event["nombre"])).to_contain_text("reembolso")
     assert web.api.get(f"/api/disponibilidad/{event['id']}").json()["disponibles"] == 10
+
+
+def test_a_lost_answer_then_a_reload_and_buy_again_buys_once(page: Page, web: Web, organizer: dict[str, str]) -> None:
+    """The purchase reaches the server but its answer is lost; after a reload the same selection is retried with
+    the page's stored Idempotency-Key, so the server answers with the reservation it already made."""
+    event = web.event(organizer, aforo_total=10)
+    signed_in_on_event(page, web, event["id"])
+
+    def lose_the_answer(route: Route) -> None:
+        route.fetch()  # the server does the purchase
+        route.abort("connectionreset")  # the browser never hears back
+
+    page.route("**/api/reservar", lose_the_answer)
+    page.locator("#cantidad").fill("2")
+    pay(page, "4242424242424242")
+    page.locator("#comprar").click()
+    expect(page.locator("#resultado")).to_contain_text("No sabemos si tu compra llegó")
+    page.unroute("**/api/reservar")
+
+    page.reload()
+    expect(page.locator("#resultado")).to_contain_text("Tenés una compra sin resultado")
+    page.locator("#cantidad").fill("2")
+    pay(page, "4242424242424242")
+    page.locator("#comprar").click()
+    expect(page.locator("#confirmada")).to_contain_text("2 entradas")
+    state = web.api.get(f"/api/disponibilidad/{event['id']}").json()
+    assert (state["vendidas"], state["disponibles"]) == (2, 8)
+
+
+def test_the_catalog_finds_an_event_and_shows_its_availability(page: Page, web: Web, organizer: dict[str, str]) -> None:
+    tag = uuid.uuid4().hex[:6]
+    event = web.event(organizer, nombre=f"Zarzuela {tag}", aforo_total=12, categoria="teatro")
+    page.goto(f"{web.base}/#/")
+    page.get_by_label("Buscar por nombre").fill(f"Zarzuela {tag}")
+    page.get_by_role("button", name="Buscar").click()
+    card = page.locator(".tarjeta", has_text=event["nombre"])
+    expect(card).to_contain_text("quedan 12")
+    expect(card).to_contain_text("Teatro Real · teatro")
+    expect(page.locator(".tarjeta")).to_have_count(1)
