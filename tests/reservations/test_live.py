@@ -138,8 +138,10 @@ class SeatMap:
 
     def __init__(self) -> None:
         self.states: list[str] = []
+        self.names: list[str] = []  # what came: a change must come as a `cambio`, not as a fresh map
 
     def apply(self, name: str, data: dict[str, Any]) -> str:
+        self.names.append(name)
         if name == "estado":
             self.states = list(data["secciones"][0]["estados"])
         elif name == "cambio":
@@ -183,6 +185,7 @@ async def test_a_viewer_sees_the_seats_held_then_sold_and_the_count_drop(live: t
         assert (held["retenidas"], held["disponibles"]) == (2, 4)
         sold = await feed.until(lambda n, d: seen.apply(n, d) == "LLVVLL")
         assert (sold["vendidas"], sold["retenidas"], sold["disponibles"]) == (2, 0, 4)
+        assert seen.names[0] == "estado" and "cambio" in seen.names[1:], "changes are sent as changes"
         assert (await purchase).json()["estado"] == "confirmada"
         assert time.monotonic() - started < 30  # bounded only by the generous deadline, never timed
     snapshot = (await httpx.AsyncClient().get(f"{url}/api/disponibilidad/{evento}")).json()
