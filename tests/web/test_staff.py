@@ -106,6 +106,7 @@ def test_the_door_queues_scans_offline_and_sends_them_on_reconnect(
     sign_in_page(page, web.base, door)
     page.goto(f"{web.base}/#/puerta")
     answer = page.locator("#respuesta")
+    expect(page.locator("#red")).to_contain_text("En línea")  # the door page is loaded before the network drops
     page.context.set_offline(True)
     for _ in range(2):
         page.locator("#codigo").fill(code)

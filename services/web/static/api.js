@@ -40,13 +40,25 @@ async function conTokens(tokens, yo) {
   guardar({ access: tokens.access_token, refresh: tokens.refresh_token, exp: Date.now() + tokens.expires_in * 1000, yo });
 }
 
+// The token's own claims (the services check the signature; the page only reads who and which roles).
+function reclamos(token) {
+  try {
+    const b64 = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(b64.padEnd(b64.length + ((4 - (b64.length % 4)) % 4), "=")));
+  } catch { return {}; }
+}
+
 export async function entrar(email, password) {
   const resp = await fetch("/api/auth/token", { method: "POST", headers: { "content-type": "application/json" },
     body: JSON.stringify({ email, password }) });
   if (!resp.ok) throw new ApiError(resp.status, await leerProblema(resp));
   const tokens = await resp.json();
-  const yo = await (await fetch("/api/usuarios/me", { headers: { authorization: `Bearer ${tokens.access_token}` } })).json();
-  await conTokens(tokens, { id: yo.id, nombre: yo.nombre, roles: yo.roles || ["comprador"] });
+  // id and roles from the token (what every service enforces); the name from the profile, which is a read
+  // model and may not have the account yet right after registering: then the page greets without a name.
+  const c = reclamos(tokens.access_token);
+  const perfil = await fetch("/api/usuarios/me", { headers: { authorization: `Bearer ${tokens.access_token}` } });
+  const yo = perfil.ok ? await perfil.json() : {};
+  await conTokens(tokens, { id: c.sub || yo.id, nombre: yo.nombre || "", roles: c.roles || yo.roles || ["comprador"] });
   return yo;
 }
 
@@ -68,7 +80,8 @@ async function refrescar(vencido) {
       body: JSON.stringify({ refresh_token: actual.refresh }) });
     if (!resp.ok) { guardar(null); return null; }
     const tokens = await resp.json();
-    await conTokens(tokens, actual.yo);
+    const c = reclamos(tokens.access_token);
+    await conTokens(tokens, { ...actual.yo, roles: c.roles || actual.yo.roles });
     return tokens.access_token;
   };
   if (navigator.locks) return navigator.locks.request("eventflow-refresh", hacer);

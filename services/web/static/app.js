@@ -22,9 +22,15 @@ async function mostrar() {
   const [pagina = "", ...resto] = ruta();
   const cargar = PAGINAS[pagina] || PAGINAS[""];
   marcarMenu(pagina);
-  const modulo = await cargar();
-  if (mia !== vuelta) return;
   const main = document.getElementById("contenido");
+  let modulo;
+  try {
+    modulo = await cargar();
+  } catch {
+    if (mia === vuelta) main.replaceChildren(h("h1", {}, "Sin conexión"), h("p", { class: "error" }, "No se pudo cargar la página: revisá la conexión y volvé a intentar."));
+    return;
+  }
+  if (mia !== vuelta) return;
   try {
     const fin = (await modulo.mostrar(resto)) || null;
     if (mia !== vuelta) { if (fin) fin(); return; } // superseded while it loaded: undo its streams
