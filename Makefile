@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: jmeter locust run up down status test lint typecheck bench rebuild clean system-deps test-deps compose-test offline-images
+.PHONY: chaos fuzz jmeter locust run up down status test lint typecheck bench rebuild rotate-keys clean system-deps test-deps compose-test offline-images
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,11 +20,15 @@ system-deps:
 
 venv: $(STAMP) system-deps
 
-## promtool (tests/deploy checks the Prometheus config and alert rules with it) from Debian's prometheus package.
+## promtool (tests/deploy checks the Prometheus config and alert rules with it) from Debian's prometheus package;
+## chromium (tests/web drive it headless with Playwright, no browser download) from Debian's chromium package.
 test-deps:
 	@command -v promtool >/dev/null 2>&1 || { \
 	  echo "promtool not found: installing Debian's prometheus package"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@test -x /usr/bin/chromium || { \
+	  echo "chromium not found: installing Debian's chromium package (tests/web drive it headless)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 run: venv           ## start NATS, Redis and every service in the foreground; Ctrl-C stops all
 	$(PY) -m eventflow.run
@@ -51,6 +55,12 @@ lint: venv
 
 typecheck: venv
 	$(PY) -m mypy
+
+chaos: venv         ## the chaos suite: 1,000 buyers for 300 tickets on a 3-node JetStream cluster, one run per fault, invariants, a table
+	$(PY) -m tests.chaos.suite --buyers $${CHAOS_BUYERS:-1000} --tickets $${CHAOS_TICKETS:-300}
+
+fuzz: venv          ## schemathesis on every OpenAPI, direct and through the gateway, 200 examples per operation and mode
+	EVENTFLOW_FUZZ_EXAMPLES=$${EVENTFLOW_FUZZ_EXAMPLES:-200} $(PY) -m pytest -q -s -p no:cacheprovider --timeout 0 tests/fuzz
 
 LOADTEST_HOST ?= http://127.0.0.1:8080
 LOCUST_USERS  ?= 200
@@ -85,6 +95,9 @@ bench: venv         ## benchmarks; prints tables, writes docs/img/perf-*.png (se
 
 rebuild: venv       ## rebuild the read models from the log into a new generation and switch (safe while running; SERVICES="users events")
 	$(PY) -m eventflow.rebuild $(SERVICES)
+
+rotate-keys: venv   ## re-wrap every data key with the current master key (old ones in EVENTFLOW_MASTER_KEYS_PREVIOUS; docs/privacy.md)
+	$(PY) -m services.users.rotar_claves
 
 compose-test: venv  ## the Compose stack for real: images built offline, journey, flash sale with a NATS node killed (see tests/deploy/compose_stack.py)
 	$(PY) -m tests.deploy.compose_stack

@@ -10,6 +10,9 @@ import logging
 from contextvars import ContextVar
 from typing import Any
 
+import nats.errors
+import nats.js.errors
+import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -49,7 +52,27 @@ class Unprocessable(DomainError):
 
 
 class Unavailable(DomainError):
+    """A dependency cannot answer now (NATS leader change, Redis down): 503 with Retry-After, never a 500."""
+
     status, slug, title = 503, "unavailable", "Service unavailable"
+
+    def __init__(self, detail: str, *, retry_after_s: int = 2, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+# Transport failures of NATS and Redis that reach a handler: the dependency is away, not the code broken.
+DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    ConnectionError,
+    nats.errors.TimeoutError,
+    nats.errors.NoServersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.js.errors.ServiceUnavailableError,  # "JetStream system temporarily unavailable" (a node restarting)
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
 
 
 def problem(
@@ -125,6 +148,19 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JsonResponse:
+        if isinstance(exc, DEPENDENCY_ERRORS):
+            log.warning("dependency unavailable: %s", type(exc).__name__, extra={"path": request.url.path})
+            response = problem(
+                503,
+                Unavailable.title,
+                "A dependency did not answer; retry (with the same Idempotency-Key for a write).",
+                slug=Unavailable.slug,
+                instance=request.url.path,
+            )
+            response.headers["Retry-After"] = "2"
+            if key := idempotency_key_var.get():
+                response.headers["idempotency-key"] = key
+            return response
         log.exception("unhandled error", extra={"path": request.url.path})
         response = problem(
             500,

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from eventflow.logs import request_id_var
+from eventflow.logs import request_id_var, trace_headers
 
 
 def client_session(limit: int = 256, timeout_s: float = 5.0) -> aiohttp.ClientSession:
@@ -25,8 +25,9 @@ def client_session(limit: int = 256, timeout_s: float = 5.0) -> aiohttp.ClientSe
 
 
 def forward_headers() -> dict[str, str]:
+    """The request id and the trace context, so the callee's logs and spans join this request's."""
     request_id = request_id_var.get()
-    return {"x-request-id": request_id} if request_id else {}
+    return {**({"x-request-id": request_id} if request_id else {}), **trace_headers()}
 
 
 async def get_json(

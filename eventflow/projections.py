@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 POISON_ATTEMPTS = 3
 WATCHDOG_S = 2.0
 RECONNECT_POLL_S = 0.1  # a look at the client's reconnect counter: no I/O
+SILENCE_LOOKS = 2  # looks (WATCHDOG_S apart) at a log that is ahead while nothing arrives, before resubscribing
 
 
 class Projection(Protocol):
@@ -92,6 +93,7 @@ class ProjectionRunner:
         self._use(projection if generation is None else projection.at(generation.current))
         self.parked = 0
         self.resubscribed_after_reconnect = 0
+        self.resubscribed_after_silence = 0
         self.position = 0
         self.stalled: str | None = None
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
@@ -142,7 +144,11 @@ class ProjectionRunner:
             ordered_consumer=True,
             config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=checkpoint + 1),
         )
-        watchdogs = {asyncio.create_task(self._watch_for_wipe()), asyncio.create_task(self._watch_for_reconnect())}
+        watchdogs = {
+            asyncio.create_task(self._watch_for_wipe()),
+            asyncio.create_task(self._watch_for_reconnect()),
+            asyncio.create_task(self._watch_for_silence()),
+        }
         next_msg: asyncio.Future[Msg] | None = None
         try:
             while True:
@@ -171,6 +177,27 @@ class ProjectionRunner:
                 raise _Gap()
             if await self._checkpoint() < self.position:
                 self.position = 0
+                raise _Gap()
+
+    async def _watch_for_silence(self) -> None:
+        """In a cluster the ordered consumer lives on one node: when that node restarts while this client stays
+        connected to another, nothing is delivered again and no reconnect reveals it (found by the chaos suite's
+        rolling restart: a projection behind for minutes). The log ahead of us with no progress for a few looks
+        means resubscribing from the checkpoint."""
+        silent = 0
+        while True:
+            seen = self.position
+            await asyncio.sleep(WATCHDOG_S)
+            try:
+                head = int((await self.js.stream_info(self.stream.name)).state.last_seq)
+            except Exception:  # NATS away: the reconnect watchdog handles that
+                continue
+            silent = silent + 1 if head > seen and self.position == seen else 0
+            if silent >= SILENCE_LOOKS:
+                self.resubscribed_after_silence += 1
+                log.warning(
+                    "no delivery while the log is ahead: resubscribing", extra={"projection": self.checkpoint_key}
+                )
                 raise _Gap()
 
     async def _watch_for_reconnect(self) -> None:

@@ -18,6 +18,7 @@ from eventflow.http import client_session
 from eventflow.jetstream import EVENTOS, RESERVAS, StreamSpec
 from eventflow.projections import Projection, ProjectionRunner
 from eventflow.runtime import Infrastructure
+from eventflow.web import any_of
 from eventflow.web import create_app as create_base_app
 from services.events import keys
 from services.events.api import router
@@ -109,6 +110,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         if stalled:
             raise RuntimeError(f"stalled: {stalled}")
 
-    app = create_base_app("EventFlow events", lifespan, {"nats": nats, "redis": redis, "projections": projections})
+    # Ready while it can serve either side: reads from Redis with NATS down, writes to NATS with Redis down.
+    checks = {"store": any_of({"nats": nats, "redis": redis}), "nats": nats, "redis": redis, "projections": projections}
+    app = create_base_app("EventFlow events", lifespan, checks, required=("store",))
     app.include_router(router)
     return app

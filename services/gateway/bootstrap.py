@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from eventflow.http import client_session, exit_requested
 from eventflow.jetstream import StreamSpec
 from eventflow.projections import Projection
-from eventflow.web import IdempotencyKeyMiddleware, ReadyCheck
+from eventflow.web import IdempotencyKeyMiddleware, ReadyCheck, any_of
 from eventflow.web import create_app as create_base_app
 from services.gateway import web
 from services.gateway.api import Gateway, router
@@ -64,8 +64,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def redis_ready() -> None:
         await state["redis"].ping()
 
-    checks = {"redis": redis_ready} | {name: _upstream_check(state, url) for name, url in upstreams.items()}
-    app = create_base_app("EventFlow gateway", lifespan, checks)
+    each = {name: _upstream_check(state, url) for name, url in upstreams.items()}
+    # Ready while any upstream answers: one service's (or Redis's) outage must not take every gateway out of
+    # its load balancer; the rest is reported as degraded. Redis only backs the rate limiter here.
+    checks = {"upstreams": any_of(each), "redis": redis_ready, **each}
+    app = create_base_app("EventFlow gateway", lifespan, checks, required=("upstreams",))
     app.add_middleware(IdempotencyKeyMiddleware, paths=("/api/reservar",))
     app.router.redirect_slashes = False  # `/api` is an unknown route, not a redirect to `/api/`
     app.include_router(router)

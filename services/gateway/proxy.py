@@ -20,7 +20,7 @@ from fastapi.responses import StreamingResponse
 from yarl import URL
 
 from eventflow.errors import DomainError
-from eventflow.logs import request_id_var
+from eventflow.logs import request_id_var, trace_headers
 
 # Hop-by-hop and connection headers are left out on purpose; these are the ones the API speaks. The bearer token
 # goes through as the client sent it: every service verifies it itself, and the gateway adds no identity header
@@ -100,6 +100,7 @@ def forwarded_headers(request: Request, client: str) -> dict[str, str]:
     headers = {name: request.headers[name] for name in REQUEST_HEADERS if name in request.headers}
     headers["x-request-id"] = request_id_var.get() or ""
     headers["x-forwarded-for"] = client
+    headers.update(trace_headers())  # the upstream's span continues the gateway's trace
     return headers
 
 

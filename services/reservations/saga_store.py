@@ -12,12 +12,14 @@ reads only what is unfinished, whatever the history; the RESERVAS stream (never 
 
 from __future__ import annotations
 
+import nats.errors
 import orjson
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from eventflow.contracts import RESERVA_CANCELADA, RESERVA_CONFIRMADA, RESERVA_RECHAZADA
+from eventflow.errors import Unavailable
 from eventflow.eventstore import WRONG_LAST_SEQUENCE, EventStore
 from eventflow.jetstream import ensure_bucket
 from eventflow.retry import retry_by_time
@@ -28,6 +30,7 @@ BUCKET = "SAGAS"
 WRITE_RETRY_FOR_S = 20.0
 # A purge marker only has to outlive the purge itself; expiring it keeps the bucket's scan to sagas in flight.
 MARKER_TTL_S = 5
+READ_RETRY_FOR_S = 8.0  # a read during a leader election: within a client's timeout, then 503 + Retry-After
 OUTCOMES = {
     RESERVA_CONFIRMADA: Estado.CONFIRMADA,
     RESERVA_RECHAZADA: Estado.RECHAZADA,
@@ -146,6 +149,10 @@ class SagaStore:
         return found
 
 
+def _timed_out(err: Exception) -> bool:
+    return isinstance(err, TimeoutError | nats.errors.TimeoutError)
+
+
 class ReservationArchive:
     """Finished reservations, read from their last outcome event on the RESERVAS stream (kept forever)."""
 
@@ -155,7 +162,12 @@ class ReservationArchive:
     async def get(self, reserva_id: str, *, direct: bool = False) -> Saga | None:
         """The reservation as its last outcome event left it (every event of a reservation is an outcome).
         `direct`: any replica may answer, for looks whose "absent" is checked again on the leader later."""
-        last = await self.reservas.last(reserva_id, direct=direct)
+        try:  # a leader change times reads out for seconds: bounded retry, then a 503 rather than a 500
+            last = await retry_by_time(
+                lambda: self.reservas.last(reserva_id, direct=direct), READ_RETRY_FOR_S, retry_if=_timed_out
+            )
+        except (TimeoutError, nats.errors.TimeoutError):
+            raise Unavailable("the reservation log did not answer in time", retry_after_s=2) from None
         if last is None or last.type not in OUTCOMES:
             return None
         return Saga.desde_resultado({**last.data, "estado": OUTCOMES[last.type].value}, last.occurred_at)

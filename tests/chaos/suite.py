@@ -107,24 +107,29 @@ class System:
                 raise AssertionError(f"{name} was not restarted within {timeout} s")
             await asyncio.sleep(0.1)
 
-    async def all_ready(self, session: aiohttp.ClientSession) -> bool:
+    async def not_ready(self, session: aiohttp.ClientSession) -> list[str]:
+        """The processes not ready now, each with why (its readiness answer): empty when all are."""
+        waiting = []
         for entry in state(self.env)["processes"]:
             if entry.get("ready_url"):
                 try:
                     async with session.get(entry["ready_url"], timeout=aiohttp.ClientTimeout(total=3)) as resp:
                         if resp.status != 200:
-                            return False
-                except (aiohttp.ClientError, TimeoutError):
-                    return False
+                            waiting.append(f"{entry['name']}: {resp.status} {(await resp.text())[:200]}")
+                except (aiohttp.ClientError, TimeoutError) as err:
+                    waiting.append(f"{entry['name']}: {type(err).__name__}")
             elif not port_open(int(entry["port"])):
-                return False
-        return True
+                waiting.append(f"{entry['name']}: port {entry['port']} closed")
+        return waiting
+
+    async def all_ready(self, session: aiohttp.ClientSession) -> bool:
+        return not await self.not_ready(session)
 
     async def wait_ready(self, session: aiohttp.ClientSession, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
-        while not await self.all_ready(session):
+        while waiting := await self.not_ready(session):
             if time.monotonic() > deadline:
-                raise AssertionError(f"the system was not ready again within {timeout} s")
+                raise AssertionError(f"the system was not ready again within {timeout} s: {waiting}")
             await asyncio.sleep(0.2)
 
 

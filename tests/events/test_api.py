@@ -194,4 +194,4 @@ async def test_health(client):
     assert (await client.get("/health/live")).status_code == 200
     ready = await client.get("/health/ready")
     assert ready.status_code == 200, ready.text
-    assert ready.json()["checks"] == {"nats": "ok", "redis": "ok", "projections": "ok"}
+    assert ready.json()["checks"] == {"store": "ok", "nats": "ok", "redis": "ok", "projections": "ok"}

@@ -132,3 +132,57 @@ async def test_a_projection_resubscribes_as_soon_as_nats_is_back(tmp_path: Path,
         await runner.stop()
         await nc.close()
         nats.stop()
+
+
+async def test_a_reservation_read_during_a_nats_stall_is_a_bounded_503_not_a_500(tmp_path: Path) -> None:
+    """A leader change (here: a stalled server) times `get_msg` out: retried within a bound, then Unavailable
+    (503 + Retry-After), instead of the TimeoutError that made GET /api/reservas and POST /api/reservar a 500."""
+    from eventflow.errors import Unavailable
+    from services.reservations.saga_store import READ_RETRY_FOR_S, ReservationArchive
+
+    nats = start_nats(free_port(), tmp_path / "nats", tmp_path / "nats.log")
+    nc = await connect(nats.url, "faults-archive")
+    js = nc.jetstream(timeout=1)
+    stream = StreamSpec(f"R{uuid.uuid4().hex[:8].upper()}", f"r{uuid.uuid4().hex[:8]}")
+    await ensure_stream(js, stream)
+    archive = ReservationArchive(EventStore(js, stream))
+    try:
+        assert await archive.get("r1") is None
+        nats.pause()
+        started = time.monotonic()
+        with pytest.raises(Unavailable) as refused:
+            await asyncio.wait_for(archive.get("r1"), GUARD_S)
+        print(f"refused after {time.monotonic() - started:.1f} s (bound {READ_RETRY_FOR_S:g} s)")
+        assert refused.value.status == 503 and int(refused.value.headers["Retry-After"]) >= 1
+        nats.resume()
+        assert await archive.get("r1") is None, "answers again once NATS does"
+    finally:
+        nats.resume()
+        await nc.close()
+        nats.stop()
+
+
+async def test_a_projection_whose_consumer_vanished_without_a_disconnect_resubscribes(tmp_path: Path, redis) -> None:
+    """A cluster node holding the ordered consumer restarts while the client stays connected to another node:
+    no reconnect to notice. Here the consumer is deleted on the server; the runner must notice the silence."""
+    nats = start_nats(free_port(), tmp_path / "nats", tmp_path / "nats.log")
+    nc = await connect(nats.url, "faults-silence")
+    js = nc.jetstream(timeout=5)
+    stream = StreamSpec(f"S{uuid.uuid4().hex[:8].upper()}", f"s{uuid.uuid4().hex[:8]}")
+    await ensure_stream(js, stream)
+    projection = Counter(f"c{uuid.uuid4().hex[:6]}")
+    runner = ProjectionRunner(js, redis, stream, projection)
+    runner.start()
+    store = EventStore(js, stream)
+    try:
+        assert await runner.wait_for(await store.append("a0", [NewEvent("Contado", {"n": 1})], None), GUARD_S)
+        for consumer in await js.consumers_info(stream.name):
+            await js.delete_consumer(stream.name, consumer.name)
+        second = await store.append("a0", [NewEvent("Contado", {"n": 2})], None)
+        assert await runner.wait_for(second, GUARD_S), "applied after the silence was noticed"
+        assert runner.resubscribed_after_silence >= 1 and runner.resubscribed_after_reconnect == 0
+        assert await redis.llen(f"{projection.name}:order") == 2, "nothing applied twice or skipped"
+    finally:
+        await runner.stop()
+        await nc.close()
+        nats.stop()

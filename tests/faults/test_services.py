@@ -199,11 +199,6 @@ async def test_event_read_models_catch_up_by_themselves_when_redis_returns(tmp_p
                 await asyncio.sleep(0.2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway: /health/ready requires Redis and every upstream; it must stay ready while at least one "
-    "upstream answers (eventflow.web.any_of + create_app(required=...)) and report the rest as degraded",
-)
 async def test_the_gateway_stays_ready_while_one_upstream_answers(tmp_path: Path) -> None:
     with running_servers(tmp_path) as servers:
         settings = servers.settings()

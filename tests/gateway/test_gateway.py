@@ -171,7 +171,7 @@ async def test_service_not_deployed_is_503(settings: Settings, upstreams: dict[s
         assert_problem(await client.post("/api/reservar", json={}), 503)
         ready = await client.get("/health/ready")
         assert ready.status_code == 200
-        assert set(ready.json()["checks"]) == {"redis", "users", "events"}
+        assert set(ready.json()["checks"]) == {"upstreams", "redis", "users", "events"}
 
 
 async def test_rate_limit_per_client_answers_429_with_retry_after(
@@ -203,24 +203,36 @@ async def test_rate_limit_ignores_forwarded_for_unless_trusted(settings: Setting
 async def test_ready_reports_every_upstream(gateway: httpx.AsyncClient) -> None:
     ready = await gateway.get("/health/ready")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"redis": "ok", "users": "ok", "events": "ok", "reservations": "ok"}
+    assert ready.json() == {
+        "status": "ok",
+        "checks": {"upstreams": "ok", "redis": "ok", "users": "ok", "events": "ok", "reservations": "ok"},
+    }
 
 
-async def test_not_ready_names_the_upstream_that_is_down(settings: Settings, upstreams: dict[str, str]) -> None:
+async def test_ready_but_degraded_names_the_upstream_that_is_down(
+    settings: Settings, upstreams: dict[str, str]
+) -> None:
+    """Issue 11: ready while one upstream answers (no cascade); not ready once none does."""
     down = {**upstreams, "reservations": f"http://127.0.0.1:{free_port()}"}
     async with api_client(create_app(gateway_settings(settings, down))) as client:
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+        assert ready.json()["checks"]["reservations"].startswith("failing")
+        assert ready.json()["checks"]["users"] == "ok"
+    none = {name: f"http://127.0.0.1:{free_port()}" for name in upstreams}
+    async with api_client(create_app(gateway_settings(settings, none))) as client:
         body = assert_problem(await client.get("/health/ready"), 503)
-        assert body["checks"]["reservations"].startswith("failing")
-        assert body["checks"]["users"] == "ok"
+        assert body["checks"]["upstreams"].startswith("failing")
         assert (await client.get("/health/live")).status_code == 200
 
 
-async def test_redis_down_lets_requests_through_but_is_not_ready(settings: Settings, upstreams: dict[str, str]) -> None:
+async def test_redis_down_lets_requests_through_and_stays_ready(settings: Settings, upstreams: dict[str, str]) -> None:
     conf = gateway_settings(settings, upstreams, redis_url=f"redis://127.0.0.1:{free_port()}/0", rate_limit_per_s=5)
     async with api_client(create_app(conf)) as client:
         assert (await client.get("/api/eventos")).status_code == 200
-        body = assert_problem(await client.get("/health/ready"), 503)
-        assert body["checks"]["redis"].startswith("failing")
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+        assert ready.json()["checks"]["redis"].startswith("failing")
 
 
 async def test_the_issuers_public_keys_are_routed_to_the_users_service(gateway: httpx.AsyncClient) -> None:
@@ -235,7 +247,7 @@ async def test_the_bearer_token_goes_through_untouched_and_no_identity_is_added(
     seen = (await gateway.get("/api/eventos", headers={**token, **forged_identity})).json()["headers"]
     assert seen["authorization"] == token["authorization"]
     aiohttp_own = {"host", "user-agent", "accept", "accept-encoding", "content-length", "content-type"}
-    assert set(seen) <= aiohttp_own | {"authorization", "x-request-id", "x-forwarded-for"}, seen
+    assert set(seen) <= aiohttp_own | {"authorization", "x-request-id", "x-forwarded-for", "traceparent"}, seen
     anonymous = (await gateway.get("/api/eventos", headers=forged_identity)).json()["headers"]
     assert "authorization" not in anonymous
 
