@@ -150,7 +150,7 @@ async def bench(args: argparse.Namespace) -> list[Step]:
                         for rate in args.rates:
                             await refresh(s, urls["users"], [organizer, *buyers])
                             capacity = int(rate * args.seconds) + 10  # room for every request: latency, not sold-out
-                            per = max(1, capacity // n_events + 1)
+                            per = capacity // n_events * 3 + 10  # random spread: no event sells out either
                             events = [
                                 await make_event(s, urls["events"], organizer, per, **limits) for _ in range(n_events)
                             ]
