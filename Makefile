@@ -87,8 +87,10 @@ var/jmeter/EventflowJMeter.class: loadtest/jmeter/EventflowJMeter.java
 jmeter: venv var/jmeter/EventflowJMeter.class ## JMeter plan (loadtest/jmeter) against a running system (make up); summary table
 	$(PY) -m loadtest.jmeter.run --host $(LOADTEST_HOST) $(JMETER_ARGS)
 
-bench: venv         ## benchmarks; prints tables (see bench/)
+bench: venv         ## benchmarks; prints tables, writes docs/img/perf-*.png (see bench/, docs/performance.md)
+	$(PY) -m bench.ceiling
 	$(PY) -m bench.reservations
+	$(PY) -m bench.openloop $(OPENLOOP_ARGS)
 	$(PY) -m bench.inventory
 
 rebuild: venv       ## rebuild the read models from the log into a new generation and switch (safe while running; SERVICES="users events")

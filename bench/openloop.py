@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import tempfile
 import time
@@ -52,6 +53,7 @@ class Step:
     rejected: dict[str, int]
     errors: dict[str, int]
     oversold: int
+    usage: str = ""  # CPU seconds per 1,000 sales and peak RSS of each process (usage_line)
 
     def pct(self, q: float) -> float:
         lat = sorted(self.latencies_ms)
@@ -127,6 +129,24 @@ async def open_loop(
     return n, send_span, confirmed, elapsed, latencies, rejected, errors
 
 
+def proc_usage(pid: int) -> tuple[float, int]:
+    """CPU seconds (user + system) so far and peak RSS in MiB of one process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    hwm = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM"))
+    return cpu, int(hwm.split()[1]) // 1024
+
+
+def usage_line(names: list[str], pids: list[int], before: dict[int, float], confirmed: int) -> str:
+    """Per process: CPU seconds per 1,000 confirmed sales in this step, and peak RSS so far."""
+    parts = []
+    for name, pid in zip(names, pids, strict=True):
+        cpu, rss = proc_usage(pid)
+        per_k = (cpu - before[pid]) / confirmed * 1000 if confirmed else 0.0
+        parts.append(f"{name} {per_k:.0f} cpu-s/1k sales, peak {rss} MiB")
+    return "; ".join(parts)
+
+
 async def bench(args: argparse.Namespace) -> list[Step]:
     steps: list[Step] = []
     with tempfile.TemporaryDirectory(prefix="eventflow-openloop-") as tmp:
@@ -150,10 +170,12 @@ async def bench(args: argparse.Namespace) -> list[Step]:
                         for rate in args.rates:
                             await refresh(s, urls["users"], [organizer, *buyers])
                             capacity = int(rate * args.seconds) + 10  # room for every request: latency, not sold-out
-                            per = max(1, capacity // n_events + 1)
+                            per = capacity // n_events * 3 + 10  # random spread: no event sells out either
                             events = [
                                 await make_event(s, urls["events"], organizer, per, **limits) for _ in range(n_events)
                             ]
+                            pids = [proc.pid for proc in services.procs]
+                            before = {pid: proc_usage(pid)[0] for pid in pids}
                             n, span, ok, elapsed, lat, rej, err = await open_loop(
                                 s, base, buyers, events, rate, args.seconds
                             )
@@ -163,6 +185,8 @@ async def bench(args: argparse.Namespace) -> list[Step]:
                                 oversold += max(0, a.vendidas + a.retenidas - per)
                             step = Step(scenario, via, rate, n, span, ok, elapsed, lat, dict(rej), dict(err), oversold)
                             print("  " + " | ".join(step.cells()), flush=True)
+                            step.usage = usage_line(list(urls), pids, before, ok)
+                            print("    " + step.usage, flush=True)
                             steps.append(step)
                 await nc.drain()
         finally:
@@ -242,11 +266,15 @@ def main() -> None:
     )
     print()
     print(table(steps))
+    print()
+    print("CPU and memory per process (CPU seconds per 1,000 confirmed sales in the step; peak RSS so far):")
+    for step in steps:
+        print(f"  {step.scenario} via {step.via} at {step.offered_per_s:.0f}/s: {step.usage}")
     raw = ROOT / "var" / "bench" / "openloop.json"
     raw.parent.mkdir(parents=True, exist_ok=True)
     raw.write_text(json.dumps([asdict(s) for s in steps]))
     for path in plot(steps, args.plots):
-        print(f"wrote {path.relative_to(ROOT)}")
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from eventflow.auth import ADMIN, COMPRADOR, ROLES, Caller, Principal, con_rol
 from eventflow.responses import JsonResponse
@@ -18,7 +19,7 @@ from services.users import borrado, exportacion, handlers, views
 from services.users import identidad as auth_handlers
 from services.users.anonimato import MAX_SUPRIMIDAS
 from services.users.documentos import TipoDocumento
-from services.users.domain import CuentaNoDisponible, RegistrarUsuario, Usuario, UsuarioNoEncontrado
+from services.users.domain import CuentaNoDisponible, RegistrarUsuario, Usuario, UsuarioNoEncontrado, es_id
 
 MAX_AGE_S = 5
 router = APIRouter(prefix="/api/usuarios", tags=["usuarios"])
@@ -229,9 +230,20 @@ async def existe(usuario_id: str, caller: Caller, redis: RedisDep, identidad: Id
     """For our services (the reservation chain): whether the user exists, without any of their personal data."""
     if not (caller.es_servicio or caller.es_admin or auth_handlers.usuario_local(caller, identidad) == usuario_id):
         raise UsuarioNoEncontrado(usuario_id)
-    if not await views.existe(redis, usuario_id):
+    if not await _existe(redis, identidad, usuario_id):
         raise UsuarioNoEncontrado(usuario_id)
     return Response(status_code=204)
+
+
+async def _existe(redis: Redis, identidad: auth_handlers.Identidad, usuario_id: str) -> bool:
+    """The read model first (one EXISTS); on a miss or with Redis down, the account on the CP side: a user who
+    registered a moment ago is not projected yet, and must be able to buy at once."""
+    try:
+        if await views.existe(redis, usuario_id):
+            return True
+    except RedisError:
+        pass
+    return es_id(usuario_id) and await identidad.cuentas.get(usuario_id) is not None
 
 
 @router.get("/{usuario_id}/historial", response_model=Historial)

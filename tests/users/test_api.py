@@ -6,6 +6,8 @@ import uuid
 
 import pytest
 
+from eventflow.generations import read_generation
+from services.users.projections import doc_key
 from tests.users import factories
 from tests.users.signed_in import admin_headers, registered
 
@@ -210,3 +212,17 @@ async def test_a_user_whose_data_key_is_gone_reads_as_not_found(app, client):
     await app.state.deps.data_keys.delete(created["id"])
     assert (await client.get(f"/api/usuarios/{created['id']}", headers=mine)).status_code == 404
     assert (await client.get(f"/api/usuarios/{created['id']}", headers=await admin_headers(client))).status_code == 404
+
+
+async def test_a_user_not_projected_yet_exists_for_the_reservation_chain(app, client):
+    """/existe answers from the account on the CP side when the read model has no document yet (or Redis is
+    down): a buyer who registered a moment ago can reserve at once. An id with no account stays 404."""
+    boss = await admin_headers(client)
+    user, _ = await registered(client)
+    usuario_id = user["id"]
+    redis = app.state.redis
+    await redis.delete(doc_key(usuario_id, read_generation(redis)))  # as if the projection had not run yet
+    assert (await client.get(f"/api/usuarios/{usuario_id}", headers=boss)).status_code == 404
+    assert (await client.get(f"/api/usuarios/{usuario_id}/existe", headers=boss)).status_code == 204
+    unknown = str(uuid.uuid4())
+    assert (await client.get(f"/api/usuarios/{unknown}/existe", headers=boss)).status_code == 404
