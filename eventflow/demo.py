@@ -212,6 +212,6 @@ def _seed(base: str, system: Mapping[str, str], var_dir: Path) -> str:
             _call(base, "POST", "/api/reservar", body, buyer, Idempotency_Key=f"demo-compra-{key}")
         made = " (4 events, 2 purchases made now)"
     lines = [f"  demo data{made}; its accounts (kept in {secrets_file(var_dir)}):"]
-    for name, (email, role) in ACCOUNTS.items():  # demo-only local accounts: the issue asks for them printed
-        lines.append(f"    {role or 'comprador':<11} {email}  password: {creds[f'EVENTFLOW_DEMO_{name}_PASSWORD']}")
+    for name, (email, role) in ACCOUNTS.items():  # where each password is, never the password (logs keep this)
+        lines.append(f"    {role or 'comprador':<11} {email}  (password: EVENTFLOW_DEMO_{name}_PASSWORD)")
     return "\n".join(lines)
