@@ -45,6 +45,7 @@ class EventoCreadoData(TypedDict):
 
 # --- stream USUARIOS (owner: users service), subject usuarios.<usuario_id> ----------------------
 USUARIO_REGISTRADO = "UsuarioRegistrado"  # payload holds only ciphertext and pseudonyms
+USUARIO_BORRADO = "UsuarioBorrado"  # the user was erased (crypto-shredding): no personal data in it
 
 # --- stream RESERVAS (owner: reservations service), subject reservas.<reserva_id> ---------------
 RESERVA_CONFIRMADA = "ReservaConfirmada"

@@ -204,12 +204,14 @@ class PublishedKeys:
                 if wait > 0:
                     await asyncio.sleep(wait)
             started = time.monotonic()
-            published = await read_published(self.jwks_kv)
+            try:
+                published = await read_published(self.jwks_kv)
+            finally:  # a failed read counts too: callers queued behind it must not each retry at once
+                self._loaded_at = started
             now = time.time()
             live = [doc["jwk"] for doc in published.values() if doc.get("not_after") is None or doc["not_after"] > now]
             self._jwks = {"keys": live}
             self._keyset = KeySet.import_key_set({"keys": live}) if live else KeySet([])  # none before the first
-            self._loaded_at = started
 
     async def run(self, refresh_every_s: float = 60.0) -> None:
         while True:

@@ -19,7 +19,7 @@ from services.users import borrado, exportacion, handlers, views
 from services.users import identidad as auth_handlers
 from services.users.anonimato import MAX_SUPRIMIDAS
 from services.users.documentos import TipoDocumento
-from services.users.domain import CuentaNoDisponible, RegistrarUsuario, Usuario, UsuarioNoEncontrado, es_id
+from services.users.domain import CuentaNoDisponible, RegistrarUsuario, Usuario, UsuarioNoEncontrado
 
 MAX_AGE_S = 5
 router = APIRouter(prefix="/api/usuarios", tags=["usuarios"])
@@ -236,14 +236,14 @@ async def existe(usuario_id: str, caller: Caller, redis: RedisDep, identidad: Id
 
 
 async def _existe(redis: Redis, identidad: auth_handlers.Identidad, usuario_id: str) -> bool:
-    """The read model first (one EXISTS); on a miss or with Redis down, the account on the CP side: a user who
-    registered a moment ago is not projected yet, and must be able to buy at once."""
+    """The read model first (one EXISTS); on a miss or with Redis down, the log on the CP side: a user who
+    registered a moment ago is not projected yet, and must be able to buy at once; an erased one never can."""
     try:
         if await views.existe(redis, usuario_id):
             return True
     except RedisError:
         pass
-    return es_id(usuario_id) and await identidad.cuentas.get(usuario_id) is not None
+    return await auth_handlers.registrado_y_vigente(identidad.usuarios, usuario_id)
 
 
 @router.get("/{usuario_id}/historial", response_model=Historial)

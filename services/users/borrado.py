@@ -19,17 +19,19 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyNotFoundError
 
-from eventflow.contracts import USUARIO_REGISTRADO
+from eventflow.contracts import USUARIO_BORRADO, USUARIO_REGISTRADO
 from eventflow.eventstore import ConcurrencyConflict, NewEvent, StoredEvent
 from eventflow.jetstream import USUARIOS
 from services.users import identidad as ids
+from services.users.domain import es_id
 from services.users.handlers import Dependencias
-from services.users.projections import USUARIO_BORRADO
 
 log = logging.getLogger(__name__)
 
 
 async def borrar_usuario(usuario_id: str, por: str, deps: Dependencias, identidad: ids.Identidad) -> None:
+    if not es_id(usuario_id):
+        return  # never a wildcard or a pattern: KV purges and subject filters would take it as one
     events, version = await deps.store.load(usuario_id)
     registered = next((e for e in events if e.type == USUARIO_REGISTRADO), None)
     if registered is None:
@@ -42,8 +44,8 @@ async def borrar_usuario(usuario_id: str, por: str, deps: Dependencias, identida
             version = await deps.store.append(usuario_id, [event], expected_version=version)
         except ConcurrencyConflict:  # a concurrent erasure appended it: carry on with the steps
             _, version = await deps.store.load(usuario_id)
+    await identidad.cuentas.borrar(usuario_id)  # first: a sign-in racing the erasure finds no account
     await identidad.sesiones.cerrar_todas(usuario_id)
-    await identidad.cuentas.borrar(usuario_id)
     for key in registered.data.get("seudonimos", {}).values():
         claim = await identidad.claims.get(key)
         if claim is not None and claim.owner == usuario_id:

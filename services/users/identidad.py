@@ -23,6 +23,7 @@ from nats.js.errors import KeyWrongLastSequenceError
 
 from eventflow.auth import ADMIN, SERVICIO, NoAutenticado, Principal, Prohibido
 from eventflow.claims import UniquenessClaims
+from eventflow.contracts import USUARIO_BORRADO, USUARIO_REGISTRADO
 from eventflow.crypto import Pseudonymizer
 from eventflow.errors import Conflict, DomainError, Unprocessable
 from eventflow.signing_keys import PublishedKeys, SigningKeys
@@ -270,9 +271,18 @@ async def _account_of(caller: Principal, deps: Identidad) -> Cuenta:
 
 
 async def _exists(usuario_id: str, deps: Identidad) -> bool:
-    """In the log (the registration completed), asked of the leader: a half-done registration signs no one in."""
-    events, _ = await deps.usuarios.load(usuario_id)
-    return bool(events)
+    """In the log (the registration completed) and not erased, asked of the leader: a half-done registration, or
+    a half-done erasure, signs no one in."""
+    return await registrado_y_vigente(deps.usuarios, usuario_id)
+
+
+async def registrado_y_vigente(usuarios: EventLog, usuario_id: str) -> bool:
+    """Registered and not erased, by the user's events in the log (the leader's answer)."""
+    if not es_id(usuario_id):
+        return False
+    events, _ = await usuarios.load(usuario_id)
+    tipos = {e.type for e in events}
+    return USUARIO_REGISTRADO in tipos and USUARIO_BORRADO not in tipos
 
 
 async def _save_quietly(deps: Identidad, cuenta: Cuenta) -> None:

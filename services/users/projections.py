@@ -15,12 +15,11 @@ import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from eventflow.contracts import RESERVA_CANCELADA, RESERVA_CONFIRMADA, USUARIO_REGISTRADO
+from eventflow.contracts import RESERVA_CANCELADA, RESERVA_CONFIRMADA, USUARIO_BORRADO, USUARIO_REGISTRADO
 from eventflow.eventstore import StoredEvent
 from eventflow.generations import keyspace
 
 FAMILY = "usuarios"
-USUARIO_BORRADO = "UsuarioBorrado"  # stream USUARIOS: the user was erased (no personal data in it)
 RECIENTES_MAX = 20
 
 

@@ -246,6 +246,33 @@ async def test_erasure_shreds_the_data_key_and_forgets_the_user(world):
     assert orjson.loads(rows[-1])["resumen"]["filas_totales"] == 9
 
 
+async def test_an_erasure_by_pattern_erases_no_one(world):
+    """A wildcard or any non-id is refused before it reaches a KV purge or a subject filter (where `*` or `>`
+    would match every user): everyone still signs in, and the still-registered users' data keys are there."""
+    client, js = world["client"], world["js"]
+    for pattern in ("*", ">", "a.b", "%2A"):
+        assert (await client.delete(f"/api/usuarios/{pattern}", headers=world["admin"])).status_code in (204, 404)
+    body = world["bodies"][5]
+    signin = await client.post("/api/auth/token", json={"email": body["email"], "password": body["password"]})
+    assert signin.status_code == 200, signin.text
+    kv = await js.key_value(KEYS_BUCKET)
+    assert (await kv.get(world["users"][5]["id"])).value
+
+
+async def test_a_half_done_erasure_signs_no_one_in_and_buys_nothing(world):
+    """The event is in the log but the steps after it did not run (a NATS error mid-way, no crash): the log
+    decides, so the user can neither sign in nor pass the reservation chain's existence check."""
+    client, js, body, user = world["client"], world["js"], world["bodies"][4], world["users"][4]
+    _, version = await EventStore(js, USUARIOS).load(user["id"])
+    borrado = NewEvent("UsuarioBorrado", {"usuario_id": user["id"], "borrado_en": datetime.now(UTC).isoformat()})
+    await EventStore(js, USUARIOS).append(user["id"], [borrado], version)
+    await world["app"].state.redis.delete(*(await world["app"].state.redis.keys(f"*doc:{user['id']}")))
+    signin = await client.post("/api/auth/token", json={"email": body["email"], "password": body["password"]})
+    assert signin.status_code == 401
+    assert (await client.get(f"/api/usuarios/{user['id']}/existe", headers=world["admin"])).status_code == 404
+    assert (await client.delete(f"/api/usuarios/{user['id']}", headers=world["admin"])).status_code == 204  # finished
+
+
 async def test_an_erasure_a_crash_left_halfway_is_completed_at_the_next_start(world):
     """The crash right after the event: nothing else happened. The next start of the service finishes it."""
     client, js = world["client"], world["js"]
