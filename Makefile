@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: chaos fuzz locust run up down status test lint typecheck bench rebuild clean system-deps test-deps compose-test offline-images
+.PHONY: chaos fuzz jmeter locust run up down status test lint typecheck bench rebuild rotate-keys clean system-deps test-deps compose-test offline-images
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,11 +20,15 @@ system-deps:
 
 venv: $(STAMP) system-deps
 
-## promtool (tests/deploy checks the Prometheus config and alert rules with it) from Debian's prometheus package.
+## promtool (tests/deploy checks the Prometheus config and alert rules with it) from Debian's prometheus package;
+## chromium (tests/web drive it headless with Playwright, no browser download) from Debian's chromium package.
 test-deps:
 	@command -v promtool >/dev/null 2>&1 || { \
 	  echo "promtool not found: installing Debian's prometheus package"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@test -x /usr/bin/chromium || { \
+	  echo "chromium not found: installing Debian's chromium package (tests/web drive it headless)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 run: venv           ## start NATS, Redis and every service in the foreground; Ctrl-C stops all
 	$(PY) -m eventflow.run
@@ -68,12 +72,30 @@ locust: venv        ## Locust against a running system (make up): browse / buy /
 	$(PY) -m locust -f loadtest/locust/locustfile.py --headless -u $(LOCUST_USERS) -r 50 -t $(LOCUST_TIME) \
 	  --host $(LOADTEST_HOST) --csv var/loadtest/locust --html var/loadtest/locust.html --only-summary
 
+JMETER_HOME ?= /usr/share/jmeter
+JMETER_ARGS ?=
+
+## JMeter: Debian's 2.13 (Maven Central, where 5.x lives, is not reachable from these machines; see
+## docs/performance.md) plus a 20-line launcher that lets its plans load on Debian's newer XStream and Java 17.
+var/jmeter/EventflowJMeter.class: loadtest/jmeter/EventflowJMeter.java
+	@test -f $(JMETER_HOME)/bin/ApacheJMeter.jar || { echo "installing Debian's jmeter package"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends jmeter jmeter-http >/dev/null; }
+	@mkdir -p var/jmeter
+	javac -nowarn -cp "$(JMETER_HOME)/bin/ApacheJMeter.jar:$$(ls $(JMETER_HOME)/lib/*.jar $(JMETER_HOME)/lib/ext/*.jar | tr '\n' ':')" \
+	  -d var/jmeter $<
+
+jmeter: venv var/jmeter/EventflowJMeter.class ## JMeter plan (loadtest/jmeter) against a running system (make up); summary table
+	$(PY) -m loadtest.jmeter.run --host $(LOADTEST_HOST) $(JMETER_ARGS)
+
 bench: venv         ## benchmarks; prints tables (see bench/)
 	$(PY) -m bench.reservations
 	$(PY) -m bench.inventory
 
 rebuild: venv       ## rebuild the read models from the log into a new generation and switch (safe while running; SERVICES="users events")
 	$(PY) -m eventflow.rebuild $(SERVICES)
+
+rotate-keys: venv   ## re-wrap every data key with the current master key (old ones in EVENTFLOW_MASTER_KEYS_PREVIOUS; docs/privacy.md)
+	$(PY) -m services.users.rotar_claves
 
 compose-test: venv  ## the Compose stack for real: images built offline, journey, flash sale with a NATS node killed (see tests/deploy/compose_stack.py)
 	$(PY) -m tests.deploy.compose_stack

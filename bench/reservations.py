@@ -113,8 +113,11 @@ def table(rows: list[Row]) -> str:
 
 
 class Services:
-    def __init__(self, tmp: Path, latency_s: float, limit_precheck: bool, processor_nats: bool) -> None:
+    def __init__(
+        self, tmp: Path, latency_s: float, limit_precheck: bool, processor_nats: bool, rate_limit_per_s: float = 0
+    ) -> None:
         self.tmp = tmp
+        self.rate_limit_per_s = rate_limit_per_s  # the gateway's per-client limit; 0 = off (one address here)
         self.processor_nats = processor_nats
         self.latency_s = latency_s
         self.limit_precheck = limit_precheck
@@ -148,7 +151,8 @@ class Services:
             "EVENTFLOW_PAYMENTS_LATENCY_S": str(self.latency_s),
             "EVENTFLOW_RESERVAS_INSTANCIA": "bench",
             "EVENTFLOW_RESERVAS_ESPERA_S": "30",
-            "EVENTFLOW_RATE_LIMIT_PER_S": "0",
+            "EVENTFLOW_RATE_LIMIT_PER_S": str(self.rate_limit_per_s),
+            "EVENTFLOW_RATE_LIMIT_BURST": str(max(1, int(self.rate_limit_per_s * 2))),
             "EVENTFLOW_RESERVAS_PRECHECK_LIMITE": str(self.limit_precheck).lower(),
         }
         self.ledger_url = nats.url

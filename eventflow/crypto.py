@@ -40,6 +40,7 @@ class KeyRing:
             raise ValueError("the current master key id has no key")
         self._keys = {kid: AESGCM(key) for kid, key in keys.items()}
         self.current = current
+        self.key_ids = frozenset(keys)
 
     def new_data_key(self) -> tuple[bytes, str]:
         dek = AESGCM.generate_key(bit_length=256)
@@ -49,6 +50,14 @@ class KeyRing:
         nonce = os.urandom(NONCE_BYTES)
         sealed = self._keys[self.current].encrypt(nonce, dek, b"eventflow-dek")
         return f"{self.current}:{_b64(nonce + sealed)}"
+
+    @staticmethod
+    def key_id_of(wrapped: str) -> str:
+        return wrapped.partition(":")[0]
+
+    def rewrap(self, wrapped: str) -> str:
+        """The same data key wrapped by the current master key (rotation); the data sealed with it is untouched."""
+        return wrapped if self.key_id_of(wrapped) == self.current else self.wrap(self.unwrap(wrapped))
 
     def unwrap(self, wrapped: str) -> bytes:
         kid, _, body = wrapped.partition(":")

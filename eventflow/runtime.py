@@ -21,6 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from eventflow import keys
 from eventflow.auth import HttpJwks, TokenVerifier, TrustedIssuer
 from eventflow.config import Settings
 from eventflow.crypto import KeyRing, Pseudonymizer
@@ -69,7 +70,9 @@ class Infrastructure:
         return cls(settings, nc, js, redis_client(settings.redis_url))
 
     def key_ring(self) -> KeyRing:
-        return KeyRing({self.settings.master_key_id: self.settings.master_key_bytes}, self.settings.master_key_id)
+        """The current master key wraps; previous ones (EVENTFLOW_MASTER_KEYS_PREVIOUS) still unwrap, so a service
+        keeps working between a master-key change and `rotar_claves` finishing (eventflow.keys)."""
+        return keys.key_ring(self.settings)
 
     def pseudonymizer(self) -> Pseudonymizer:
         return Pseudonymizer(self.settings.pseudonym_key_bytes)

@@ -38,7 +38,7 @@ from services.reservations.bootstrap import create_app as reservations_app
 from services.users.bootstrap import create_app as users_app
 from services.users.identidad import Emisor
 from tests.reservations.helpers import pago, serve
-from tests.utils.auth import Cuenta, admin, bearer, con_rol, registrar
+from tests.utils.auth import Cuenta, admin, bearer, con_rol, datos_de_registro, registrar
 from tests.utils.servers import Servers
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
@@ -68,6 +68,19 @@ TABLE: dict[str, dict[str, int]] = {
     "GET /api/reservas/{R}": row(404, buyer=200, organizer=200, admin=200),  # others: as if it did not exist
     "GET /api/reservar/{R}": row(404, buyer=200, organizer=200, admin=200),
     "POST /api/reservas/{R}/cancelar": row(404, buyer=200, admin=200, organizer=403),  # organizer may read it
+    "GET /api/usuarios/exportar": row(403, admin=200),
+    "GET /api/usuarios/exportar/resumen": row(403, admin=200),
+    "DELETE /api/usuarios/{U}": row(404, admin=204),  # U: another user (a fresh one); one's own is in tests/users
+    # Issue 9. T is R's first ticket; a check-in that may succeed scans a ticket of its own (else 409 ya_usado).
+    "GET /api/reservas": row(200),  # "my tickets": every person sees their own (none but the buyer has any)
+    "GET /api/reservas/{R}/pdf": row(404, buyer=200),
+    "GET /api/tickets/{T}/qr": row(404, buyer=200),
+    "GET /api/tickets/{T}/pdf": row(404, buyer=200),
+    "POST /api/checkin": row(403, organizer=200, control=200, admin=200),
+    "GET /api/checkin/eventos/{E}": row(403, organizer=200, control=200, admin=200),
+    "GET /api/checkin/claves/{E}": public(200),
+    "GET /api/disponibilidad/{E}": public(200),
+    "GET /api/eventos/{E}/ventas": row(403, organizer=200, admin=200),
 }
 # /metrics is not in the table: it is for the scraper, guarded by its own token (eventflow.metrics), not by a role,
 # and the gateway never forwards it to a service (tests/gateway/test_gateway.py).
@@ -81,6 +94,7 @@ class World:
     evento: str
     reserva: str
     http: httpx.AsyncClient
+    codigo: str = ""  # the code of R's first ticket
     seen: list[httpx.Response] = field(default_factory=list)
 
     async def call(self, target: str, service: str, method: str, path: str, caller: str, **kw: Any) -> httpx.Response:
@@ -91,9 +105,12 @@ class World:
 
     async def compra(self, target: str, caller: str = "buyer") -> str:
         """A fresh confirmed reservation of `caller` (for the cells that change it)."""
+        return str((await self.confirmada(target, caller))["id"])
+
+    async def confirmada(self, target: str, caller: str = "buyer") -> dict[str, Any]:
         response = await self.call(target, "reservations", "POST", "/api/reservar", caller, json=self.body(None))
         assert response.status_code == 201 and response.json()["estado"] == "confirmada", response.text
-        return str(response.json()["id"])
+        return dict(response.json())
 
     def body(self, usuario_id: str | None) -> dict[str, Any]:
         body: dict[str, Any] = {"evento_id": self.evento, "cantidad": 1, "pago": pago()}
@@ -184,7 +201,8 @@ async def world(servers: Servers) -> AsyncIterator[World]:
         created = await http.post(f"{urls['events']}/api/eventos", json=evento_body(), headers=headers["organizer"])
         assert created.status_code == 201, created.text
         world = World(urls, headers, people, created.json()["id"], "", http)
-        world.reserva = await world.compra("direct")
+        first = await world.confirmada("direct")
+        world.reserva, world.codigo = first["id"], first["tickets"][0]["codigo"]
         yield world
 
 
@@ -218,7 +236,27 @@ async def walk(world: World, target: str) -> dict[str, dict[str, int]]:
         await status(
             "POST /api/reservas/{R}/cancelar", caller, "reservations", "POST", f"/api/reservas/{target_id}/cancelar"
         )
+        await status("GET /api/usuarios/exportar", caller, "users", "GET", "/api/usuarios/exportar?formato=ndjson")
+        await status("GET /api/usuarios/exportar/resumen", caller, "users", "GET", "/api/usuarios/exportar/resumen")
+        victim = await world.http.post(f"{world.urls['users']}/api/usuarios", json=datos_de_registro())
+        await status("DELETE /api/usuarios/{U}", caller, "users", "DELETE", f"/api/usuarios/{victim.json()['id']}")
+        await entradas(world, caller, target, status)
     return got
+
+
+async def entradas(world: World, caller: str, target: str, status: Callable[..., Any]) -> None:
+    r, e, t = world.reserva, world.evento, f"{world.reserva}-1"
+    await status("GET /api/reservas", caller, "reservations", "GET", "/api/reservas?limit=1")
+    await status("GET /api/reservas/{R}/pdf", caller, "reservations", "GET", f"/api/reservas/{r}/pdf")
+    await status("GET /api/tickets/{T}/qr", caller, "reservations", "GET", f"/api/tickets/{t}/qr")
+    await status("GET /api/tickets/{T}/pdf", caller, "reservations", "GET", f"/api/tickets/{t}/pdf")
+    fresh = TABLE["POST /api/checkin"][caller] == 200
+    codigo = (await world.confirmada(target))["tickets"][0]["codigo"] if fresh else world.codigo
+    await status("POST /api/checkin", caller, "reservations", "POST", "/api/checkin", json={"codigo": codigo})
+    await status("GET /api/checkin/eventos/{E}", caller, "reservations", "GET", f"/api/checkin/eventos/{e}")
+    await status("GET /api/checkin/claves/{E}", caller, "reservations", "GET", f"/api/checkin/claves/{e}")
+    await status("GET /api/disponibilidad/{E}", caller, "reservations", "GET", f"/api/disponibilidad/{e}")
+    await status("GET /api/eventos/{E}/ventas", caller, "events", "GET", f"/api/eventos/{e}/ventas")
 
 
 @pytest.mark.parametrize("target", ["gateway", "direct"])
@@ -231,7 +269,8 @@ async def test_every_route_with_every_caller_gets_the_tables_status(world: World
             assert response.headers["www-authenticate"].startswith("Bearer "), response.request.url
             assert response.headers["content-type"] == "application/problem+json"
             assert response.json()["type"] == "/problems/unauthenticated"
-        if response.status_code == 404 and "/api/reserva" in response.request.url.path:
+        path = response.request.url.path
+        if response.status_code == 404 and "/api/reserva" in path and not path.endswith("/pdf"):
             assert response.json()["type"] == NO_SUCH_RESERVATION, "a hidden reservation reads as an unknown one"
     reserva = await world.call(target, "reservations", "GET", f"/api/reservas/{world.reserva}", "buyer")
     assert reserva.json()["estado"] == "confirmada", "no refused cancellation changed the reservation"

@@ -25,6 +25,7 @@ class Grants:
     streams_read: tuple[str, ...] = ()
     buckets_owned: tuple[str, ...] = ()
     buckets_read: tuple[str, ...] = ()
+    core: tuple[str, ...] = ()  # core-NATS subjects published and subscribed to: notifications, not facts
 
 
 SERVICES = {
@@ -32,7 +33,7 @@ SERVICES = {
     "users": Grants(
         streams_owned=("USUARIOS",),
         streams_declared=("RESERVAS",),
-        streams_read=("RESERVAS",),
+        streams_read=("RESERVAS", "EVENTOS"),  # EVENTOS: an event's category and date, for the users export
         buckets_owned=("USER_CLAIMS", "USER_KEYS", "CUENTAS", "SESIONES", "AUTH_SIGNING", "AUTH_JWKS"),
     ),
     "events": Grants(
@@ -41,13 +42,13 @@ SERVICES = {
         streams_read=("RESERVAS",),
         buckets_read=("AUTH_JWKS",),
     ),
-    # Inventory, quotas, sagas, the payment simulator's ledger (the simulated processor runs here), tickets and
-    # check-ins.
+    # Inventory, quotas, sagas, the payment simulator's ledger (its simulated processor), tickets, check-ins.
     "reservations": Grants(
         streams_owned=("RESERVAS",),
         streams_read=("EVENTOS",),
         buckets_owned=("INVENTARIO", "CUPOS", "SAGAS", "PASARELA_SIM", "CHECKIN", "TICKET_KEYS"),
         buckets_read=("AUTH_JWKS",),
+        core=("disponibilidad.>",),  # live availability: each replica publishes its writes, relays everyone's
     ),
 }
 
@@ -79,7 +80,7 @@ def publish_allow(grants: Grants) -> list[str]:
         subjects.append(f"{STREAMS[stream]}.>")
     for bucket in grants.buckets_owned:
         subjects += [f"$JS.API.STREAM.CREATE.KV_{bucket}", f"$KV.{bucket}.>"]
-    return subjects
+    return subjects + list(grants.core)
 
 
 def password_variable(service: str) -> str:
@@ -99,7 +100,7 @@ def auth_conf() -> str:
             f"      password: ${password_variable(service)}\n"
             "      permissions: {\n"
             f"        publish: {{allow: {_list(publish_allow(grants), '        ')}}}\n"
-            '        subscribe: {allow: ["_INBOX.>"]}\n'
+            f"        subscribe: {{allow: {_list(['_INBOX.>', *grants.core], '        ')}}}\n"
             "      }\n"
             "    }\n"
         )

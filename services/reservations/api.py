@@ -1,9 +1,9 @@
-"""HTTP: POST /api/reservar, GET /api/reservas/{id} (and /api/reservar/{id}), POST .../cancelar, /metrics.
+"""HTTP: POST /api/reservar, GET /api/reservas (the caller's own), GET /api/reservas/{id} (and /api/reservar/{id}),
+POST .../cancelar (/metrics, for the internal scraper, is eventflow.metrics's, like every service's).
 
 Thin: build the command, call the handler, shape the answer. Card data stays in this request's memory. Every
 /api route needs a signed-in caller (eventflow.auth verifies the token here, whoever forwarded the request);
-who may see or cancel which reservation is decided in handlers.py. /metrics is for the internal scraper: the
-gateway routes only /api/* and /.well-known/jwks.json, so it is never on the public port.
+who may see or cancel which reservation is decided in handlers.py.
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request, Response
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from eventflow.auth import Caller, Principal, Prohibido
 from eventflow.responses import JsonResponse
-from services.reservations import entradas, handlers
+from services.reservations import entradas, handlers, mias
 from services.reservations.domain import CancelarReserva, ReservarEntradas, Saga, Tarjeta, reserva_id_para
 
 router = APIRouter(tags=["reservas"])
@@ -127,6 +126,23 @@ async def reservar(
     return await _answer(saga, request, 201 if created else 200, {"Idempotency-Key": key})
 
 
+@router.get("/api/reservas", response_model=None)
+async def mis_reservas(
+    caller: Caller,
+    deps: DepsDep,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=mias.MAX_PAGINA)] = 20,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+) -> Response:
+    """ "My tickets": the caller's own confirmed reservations, newest first, each as it stands now (mias.py)."""
+    if caller.es_servicio:
+        raise Prohibido("A service has no reservations.")
+    state = request.app.state
+    sagas, total = await mias.pagina(state.redis, state.generation, caller.sub, limit, offset, deps)
+    items = [reserva_out(saga, await _tickets(saga, request)) for saga in sagas]
+    return JsonResponse(mias.pagina_out(items, total, limit, offset), headers={"Cache-Control": "private, no-store"})
+
+
 @router.get("/api/reservas/{reserva_id}", response_model=None)
 @router.get("/api/reservar/{reserva_id}", response_model=None)
 async def consultar(reserva_id: str, caller: Caller, deps: DepsDep, request: Request) -> Response:
@@ -143,17 +159,3 @@ async def cancelar(reserva_id: str, caller: Caller, deps: DepsDep, request: Requ
     saga = await handlers.cancelar(CancelarReserva(reserva_id), deps)
     saga = await handlers.esperar(saga, deps, request.app.state.espera_s)
     return await _answer(saga, request, 200)
-
-
-@router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(deps: DepsDep) -> str:
-    lines = [
-        "# TYPE eventflow_reservas_sagas_total counter",
-        *(
-            f'eventflow_reservas_sagas_total{{resultado="{name}"}} {value}'
-            for name, value in sorted(deps.orquestador.metrics.items())
-        ),
-        "# TYPE eventflow_reservas_sagas_activas gauge",
-        f"eventflow_reservas_sagas_activas {deps.orquestador.activas}",
-    ]
-    return "\n".join(lines) + "\n"

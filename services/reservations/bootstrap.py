@@ -20,14 +20,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from eventflow.config import Settings
 from eventflow.errors import NotFound
 from eventflow.eventstore import EventStore
+from eventflow.generations import Generation
 from eventflow.http import client_session, exit_requested
 from eventflow.jetstream import RESERVAS, StreamSpec, connect
-from eventflow.projections import Projection
+from eventflow.projections import Projection, ProjectionRunner
 from eventflow.runtime import Infrastructure
 from eventflow.service_token import ServiceToken
 from eventflow.web import IdempotencyKeyMiddleware, ReadyCheck
 from eventflow.web import create_app as create_base_app
-from services.reservations import api, entradas_api, live
+from services.reservations import api, entradas_api, live, mias
 from services.reservations.catalog import (
     CatalogoEventos,
     DirectorioUsuarios,
@@ -206,6 +207,12 @@ def create_app(
         app.state.relay = live.Relay(infra.nc, leer, exit_requested())
         app.state.espera_s = cfg.espera_s
         app.state.orquestador = orquestador
+        # "My tickets" (mias.py): follows its family's generation, so `make rebuild` can run beside it.
+        generation = Generation(infra.redis, mias.FAMILY)
+        await generation.start()
+        infra.runners.extend(ProjectionRunner(infra.js, infra.redis, s, p, generation) for s, p in read_models())
+        app.state.redis, app.state.generation = infra.redis, generation
+        infra.start_projections()
         app.state.inventario, app.state.pagos = inv, pay
         await orquestador.resume_all()
         supervisor = asyncio.create_task(orquestador.supervise(), name="sagas:supervisor")
@@ -216,6 +223,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await supervisor
             await orquestador.shutdown()
+            await generation.stop()
             drain: Any = getattr(inv, "drain", None)
             if drain is not None:
                 await drain()
@@ -237,5 +245,5 @@ async def _sin_mapa(evento_id: str) -> dict[str, Any]:
 
 
 def read_models() -> list[tuple[StreamSpec, Projection]]:
-    """None: reservations are read from the saga's own record in the CP store (always current)."""
-    return []
+    """Only which reservations a buyer has (mias.py); each one is read from the CP store (always current)."""
+    return [(RESERVAS, mias.MisReservasProjection())]

@@ -298,6 +298,12 @@ class JetStreamInventoryStore:
         await self._commit(evento_id, batch[:half])
         await self._commit(evento_id, batch[half:])
 
+    def recent_availability(self, limit: int = 20) -> dict[str, int]:
+        """Tickets left per event this process committed to most recently (for /metrics: a few hot events,
+        so the label set stays small)."""
+        recent = list(self._committed.items())[-limit:]
+        return {evento_id: state.disponibles for evento_id, state in recent}
+
     def _remember(self, evento_id: str, state: Inventory, revision: int) -> None:
         self._cache[evento_id] = (state, revision)
         self._committed[evento_id] = state

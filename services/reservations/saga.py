@@ -28,6 +28,7 @@ from typing import TypeVar
 import nats.errors
 import orjson
 from nats.js.errors import APIError, InvalidBucketNameError, InvalidKeyError
+from prometheus_client import Histogram
 
 from eventflow.errors import DomainError, Unavailable
 from eventflow.retry import retry_by_time
@@ -109,6 +110,10 @@ class Orquestador:
         self.on_intervention = on_intervention
         self.archivo = archivo or ReservationArchive(deps.reservas)
         self.metrics: Counter[str] = Counter()
+        # Unregistered: eventflow.metrics exports it with the process's other saga figures.
+        self.step_seconds = Histogram(
+            "eventflow_saga_step_duration_seconds", "One saga step, retries included.", ["paso"], registry=None
+        )
         self._tasks: dict[tuple[str, bool], asyncio.Task[Saga]] = {}  # (reserva_id, is a cancellation)
 
     # -- running sagas ---------------------------------------------------------------------------
@@ -338,6 +343,8 @@ class Orquestador:
         """
         step = self._with_retries(paso, lambda: run_step(paso, saga, self.deps), retry_for, retry_all)
         work = asyncio.ensure_future(step)
+        started = time.perf_counter()
+        work.add_done_callback(lambda _: self.step_seconds.labels(paso).observe(time.perf_counter() - started))
         try:
             while True:
                 done, _ = await asyncio.wait({work}, timeout=self.config.lease_s / 3)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
-from eventflow.auth import COMPRADOR, ROLES, Caller, Principal
+from eventflow.auth import ADMIN, COMPRADOR, ROLES, Caller, Principal, con_rol
 from eventflow.responses import JsonResponse
-from services.users import handlers, views
+from services.users import borrado, exportacion, handlers, views
 from services.users import identidad as auth_handlers
+from services.users.anonimato import MAX_SUPRIMIDAS
 from services.users.documentos import TipoDocumento
 from services.users.domain import CuentaNoDisponible, RegistrarUsuario, Usuario, UsuarioNoEncontrado
 
@@ -151,6 +154,65 @@ async def cambiar_password(
     one meets the registration's policy, the user's own name and email included (422 otherwise)."""
     personal = await _personal_words(caller, deps, redis, identidad)
     await auth_handlers.cambiar_password(caller, body.actual, body.nueva, caller.session_id, identidad, personal)
+    return Response(status_code=204)
+
+
+Admin = Annotated[Principal, Depends(con_rol(ADMIN))]
+K = Annotated[int, Query(ge=2, le=1_000, description="every quasi-identifier combination appears at least k times")]
+
+
+def get_exportador(request: Request) -> exportacion.Exportador:
+    """A new one per export: its event cache lives as long as the export."""
+    state = request.app.state
+    return exportacion.Exportador(state.redis, state.deps.data_keys, state.info_evento)
+
+
+Suprimir = Annotated[
+    float, Query(ge=0, le=1, description="share of rows that may be suppressed before generalizing further")
+]
+ExportadorDep = Annotated[exportacion.Exportador, Depends(get_exportador)]
+
+
+@router.get("/exportar")
+async def exportar(
+    caller: Admin,
+    exportador: ExportadorDep,
+    formato: exportacion.Formato = exportacion.Formato.JSON,
+    k: K = 5,
+    suprimir_hasta: Suprimir = MAX_SUPRIMIDAS,
+) -> StreamingResponse:
+    """Admin only. Anonymized, k-anonymous, streamed; the summary is in `resumen` (JSON), the last line (NDJSON)
+    or GET /exportar/resumen (every format, and the Export-* headers)."""
+    plan = await exportador.planificar(k, suprimir_hasta)
+    resumen, contador = plan.resumen(), [0]
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in exportacion.serializar(exportador.registros(plan), formato, resumen, contador):
+                yield chunk
+        finally:
+            exportacion.auditar(caller.sub, formato.value, k, contador[0], plan.suprimidas)
+
+    headers = {"Export-K": str(k), "Export-Suprimidas": str(plan.suprimidas), "Cache-Control": "no-store"}
+    headers["Content-Disposition"] = f'attachment; filename="usuarios.{formato.value}"'
+    return StreamingResponse(body(), media_type=exportacion.MEDIA_TYPES[formato], headers=headers)
+
+
+@router.get("/exportar/resumen")
+async def exportar_resumen(
+    caller: Admin, exportador: ExportadorDep, k: K = 5, suprimir_hasta: Suprimir = MAX_SUPRIMIDAS
+) -> Response:
+    """What an export with these parameters would apply and suppress (computed now; no rows)."""
+    return JsonResponse(
+        (await exportador.planificar(k, suprimir_hasta)).resumen(), headers={"Cache-Control": "no-store"}
+    )
+
+
+@router.delete("/{usuario_id}", status_code=204)
+async def borrar(usuario_id: str, caller: Caller, deps: Deps, identidad: IdentidadDep) -> Response:
+    """The user themself or an admin: crypto-shredding (see services/users/borrado.py). Idempotent: 204 again."""
+    _own_or_admin(usuario_id, caller, identidad)
+    await borrado.borrar_usuario(usuario_id, caller.sub, deps, identidad)
     return Response(status_code=204)
 
 

@@ -5,25 +5,27 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 
+from eventflow import keys
 from eventflow.claims import UniquenessClaims
 from eventflow.config import Settings
+from eventflow.contracts import EVENTO_CREADO
 from eventflow.eventstore import EventStore
 from eventflow.generations import Generation, ReadModelRedis
 from eventflow.http import client_session
-from eventflow.jetstream import RESERVAS, USUARIOS, StreamSpec, ensure_bucket
+from eventflow.jetstream import EVENTOS, RESERVAS, USUARIOS, StreamSpec, ensure_bucket
 from eventflow.projections import Projection, ProjectionRunner
 from eventflow.retry import retry_by_time
 from eventflow.runtime import Infrastructure
 from eventflow.signing_keys import SigningKeys, open_buckets
 from eventflow.web import ReadyCheck
 from eventflow.web import create_app as create_web_app
-from services.users import api, auth_api, contrasenas, handlers, identidad
+from services.users import api, auth_api, borrado, contrasenas, handlers, identidad
 from services.users.contrasenas import Hasher
 from services.users.cuentas import BUCKET as CUENTAS_BUCKET
 from services.users.cuentas import Cuentas
@@ -68,9 +70,12 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
             app.state.deps = await _dependencies(connected, generation, overrides)
             app.state.identidad = await _identidad(connected, app.state.deps, overrides)
             app.state.redis = ReadModelRedis(connected.redis, generation)
+            app.state.info_evento = _info_evento(EventStore(connected.js, EVENTOS))
             app.state.runners = {r.projection.name: r for r in connected.runners}
             app.state.generation = generation
             connected.start_projections()
+            app.state.borrados_pendientes = asyncio.create_task(_sweep(connected, app.state.deps, app.state.identidad))
+            connected.background.append(app.state.borrados_pendientes)
             if settings.admin_email and settings.admin_password:
                 await _first_admin(settings.admin_email, settings.admin_password, app.state.deps, app.state.identidad)
             yield
@@ -98,6 +103,22 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
     return app
 
 
+def _info_evento(eventos: EventStore) -> Callable[[str], Awaitable[dict[str, Any] | None]]:
+    """An event's EventoCreado data, read from the EVENTOS stream (any replica: a category and a date), for the
+    export; None when it cannot be read (the export says `desconocida`)."""
+
+    async def info(evento_id: str) -> dict[str, Any] | None:
+        try:
+            events, _ = await eventos.load(evento_id, direct=True)
+        except Exception:
+            log.warning("event unreadable for the export", extra={"evento_id": evento_id})
+            return None
+        created = next((e for e in events if e.type == EVENTO_CREADO), None)
+        return created.data if created else None
+
+    return info
+
+
 async def _dependencies(
     infra: Infrastructure, generation: Generation, overrides: dict[str, Any]
 ) -> handlers.Dependencias:
@@ -112,7 +133,7 @@ async def _dependencies(
         events, _ = await event_log.load(usuario_id)
         return bool(events)
 
-    data_keys = DataKeys(keys_kv, infra.redis, infra.key_ring())
+    data_keys = DataKeys(keys_kv, infra.redis, keys.key_ring(settings))
     cuentas = Cuentas(await ensure_bucket(infra.js, CUENTAS_BUCKET, settings.replicas))
     runners = [ProjectionRunner(infra.js, infra.redis, s, p, generation) for s, p in read_models()]
     infra.runners.extend(runners)
@@ -145,7 +166,7 @@ async def _identidad(
     signing = SigningKeys(
         private_kv,
         jwks_kv,
-        infra.key_ring(),
+        keys.key_ring(settings),
         rotate_after_s=settings.signing_key_rotation_s,
         token_ttl_s=settings.access_token_ttl_s,
     )
@@ -173,6 +194,18 @@ async def _identidad(
         usuarios=deps.store,
         service_key=settings.service_key,
     )
+
+
+async def _sweep(infra: Infrastructure, deps: handlers.Dependencias, ids: identidad.Identidad) -> list[str]:
+    """Erasures a crash left halfway are completed at every start (services/users/borrado.py)."""
+    try:
+        done = await borrado.completar_pendientes(infra.js, deps, ids)
+    except Exception:
+        log.exception("could not complete pending erasures; the next start tries again")
+        return []
+    if done:
+        log.info("pending erasures completed", extra={"count": len(done)})
+    return done
 
 
 async def _prune_keys(signing: SigningKeys, every_s: float = 600.0) -> None:

@@ -49,9 +49,9 @@ class DataKeys:
 
     async def get(self, usuario_id: str, cached: str | None = None) -> bytes | None:
         """The user's data key; None when it does not exist (never created, or erased)."""
-        if cached:
+        if cached and KeyRing.key_id_of(cached) in self.ring.key_ids:
             return self.ring.unwrap(cached)
-        try:
+        try:  # not cached, or cached under a master key this process no longer holds (rotated since)
             entry = await self.kv.get(usuario_id)
         except KeyNotFoundError:
             return None

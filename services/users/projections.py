@@ -20,11 +20,17 @@ from eventflow.eventstore import StoredEvent
 from eventflow.generations import keyspace
 
 FAMILY = "usuarios"
+USUARIO_BORRADO = "UsuarioBorrado"  # stream USUARIOS: the user was erased (no personal data in it)
 RECIENTES_MAX = 20
 
 
 def doc_key(usuario_id: str, generation: int = 0) -> str:
     return f"{keyspace(FAMILY, generation)}:doc:{usuario_id}"
+
+
+def borrado_key(usuario_id: str, generation: int = 0) -> str:
+    """Tombstone of an erased user (their id only): later purchase events of theirs are not projected."""
+    return f"{keyspace(FAMILY, generation)}:borrado:{usuario_id}"
 
 
 def historial_key(usuario_id: str, generation: int = 0) -> str:
@@ -48,12 +54,17 @@ class UsuariosProjection:
 
     def __init__(self, generation: int = 0) -> None:
         self.generation = generation
-        self.key_patterns: tuple[str, ...] = (doc_key("*", generation),)
+        self.key_patterns: tuple[str, ...] = (doc_key("*", generation), borrado_key("*", generation))
 
     def at(self, generation: int) -> UsuariosProjection:
         return UsuariosProjection(generation)
 
     async def apply(self, event: StoredEvent, redis: Redis, tx: Pipeline) -> None:
+        if event.type == USUARIO_BORRADO:  # the read model forgets the user, their purchase history included
+            keys = (doc_key, historial_key, orden_key, recientes_key)
+            tx.delete(*(key(event.aggregate_id, self.generation) for key in keys))
+            tx.set(borrado_key(event.aggregate_id, self.generation), b"1")
+            return
         if event.type != USUARIO_REGISTRADO:
             return
         data = event.data
@@ -102,6 +113,10 @@ class HistorialProjection:
 
     async def apply(self, event: StoredEvent, redis: Redis, tx: Pipeline) -> None:
         data, generation = event.data, self.generation
+        if event.type not in (RESERVA_CONFIRMADA, RESERVA_CANCELADA):
+            return
+        if await redis.exists(borrado_key(data["usuario_id"], generation)):
+            return  # erased: the read model keeps nothing of theirs (in a rebuild, either stream may come first)
         if event.type == RESERVA_CONFIRMADA:
             entry = compra(data)
             tx.zadd(orden_key(data["usuario_id"], generation), {entry["reserva_id"]: event.seq})

@@ -243,7 +243,10 @@ async def test_metrics_count_outcomes(env: Env) -> None:
     usuario, evento = await env.comprador()
     await env.reservar(reserva(usuario, evento), idem=key())
     text = (await env.client.get("/metrics")).text
-    assert 'eventflow_reservas_sagas_total{resultado="confirmadas"} 1' in text
+    assert 'eventflow_reservas_sagas_total{resultado="confirmadas"} 1.0' in text, text
+    assert 'eventflow_saga_step_duration_seconds_count{paso="authorize"} 1.0' in text
+    left = await env.inventario.availability(evento)
+    assert f'eventflow_inventory_available_tickets{{evento_id="{evento}"}} {float(left.disponibles)}' in text
 
 
 async def test_seated_requests_are_all_or_nothing(env: Env) -> None:

@@ -117,14 +117,16 @@ async def test_the_relay_ends_its_streams_when_the_process_is_asked_to_stop(sett
     stopping = asyncio.Event()
     relay = Relay(nc, ScriptedMap(1), stopping)
     chunks: list[bytes] = []
+    mapped = asyncio.Event()  # the stream is past its first map, waiting for changes
 
     async def read_all() -> None:
         async for chunk in relay.stream("ev-stop"):
             chunks.append(chunk)
+            if len(chunks) == 2:
+                mapped.set()
 
     reader = asyncio.create_task(read_all())
-    while len(chunks) < 2:  # noqa: ASYNC110 (polls a list the reader task fills)
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(mapped.wait(), 5)
     stopping.set()
     await asyncio.wait_for(reader, 5)
     assert relay.viewers == 0

@@ -20,7 +20,7 @@ from eventflow.auth import CONTROL, ORGANIZADOR
 from eventflow.config import Settings
 from services.reservations.bootstrap import create_app
 from services.reservations.tickets import leer_codigo
-from tests.reservations.helpers import Catalog, key, platform, reserva, serve
+from tests.reservations.helpers import Catalog, eventually, key, platform, reserva, serve
 from tests.reservations.test_api import reservas_cfg
 from tests.utils.auth import Cuenta
 
@@ -239,3 +239,34 @@ async def test_two_doors_scanning_one_ticket_at_the_same_moment_let_it_in_once(d
             await client.aclose()
     counted = await doors.http.get(f"{doors.urls[0]}/api/checkin/eventos/{evento}", headers=doors.control.headers)
     assert counted.json()["entradas_validadas"] == 3
+
+
+async def test_my_tickets_lists_only_my_reservations_newest_first_paged_and_current(doors: Doors) -> None:
+    usuario, otro = await doors.catalog.usuario(), await doors.catalog.usuario()
+    evento = await doors.catalog.evento(10, secciones=[{"nombre": "Palco", "asientos": 10}])
+    primera = await doors.comprar(usuario, evento, 1, asientos=["Palco-1"])
+    segunda = await doors.comprar(usuario, evento, 2, asientos=["Palco-2", "Palco-3"])
+    ajena = await doors.comprar(otro, evento, 1, asientos=["Palco-4"])
+    url, mine = f"{doors.urls[1]}/api/reservas", doors.catalog.headers(usuario)
+
+    async def listed() -> bool:
+        return (await doors.http.get(url, headers=mine)).json()["total"] == 2
+
+    await eventually(listed)
+    page = (await doors.http.get(url, headers=mine)).json()
+    assert [r["id"] for r in page["items"]] == [segunda["id"], primera["id"]], "newest first"
+    assert page["items"][0]["tickets"] == segunda["tickets"] and page["next_offset"] is None
+    assert ajena["id"] not in str(page), "only the caller's own"
+
+    first = (await doors.http.get(url, params={"limit": 1}, headers=mine)).json()
+    assert ([r["id"] for r in first["items"]], first["next_offset"]) == ([segunda["id"]], 1)
+    rest = (await doors.http.get(url, params={"limit": 1, "offset": 1}, headers=mine)).json()
+    assert ([r["id"] for r in rest["items"]], rest["next_offset"]) == ([primera["id"]], None)
+
+    cancel = await doors.http.post(f"{doors.urls[0]}/api/reservas/{primera['id']}/cancelar", headers=mine)
+    assert cancel.status_code == 200, cancel.text
+    now = (await doors.http.get(url, headers=mine)).json()["items"]
+    assert (now[1]["estado"], now[1]["tickets"]) == ("cancelada", []), "each item is read as it stands now"
+
+    assert (await doors.http.get(url)).status_code == 401
+    assert (await doors.http.get(url, params={"limit": 51}, headers=mine)).status_code == 422

@@ -100,7 +100,8 @@ export async function mostrar([eventoId]) {
         for (let i = 0; i < s.estados.length; i++) { estado.asientos.set(`${s.nombre}-${i + 1}`, s.estados[i]); cambiados.push(`${s.nombre}-${i + 1}`); }
       }
     } else if (datos.asientos) {
-      for (const [e, ids] of Object.entries(datos.asientos)) for (const id of ids) { estado.asientos.set(id, e); cambiados.push(id); }
+      // {"<seat id>": "L|R|V"}: only the seats that changed
+      for (const [id, e] of Object.entries(datos.asientos)) { estado.asientos.set(id, e); cambiados.push(id); }
     }
     for (const id of cambiados) {
       if (!estado.comprando && estado.elegidos.has(id) && estado.asientos.get(id) !== "L") {
