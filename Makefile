@@ -60,7 +60,7 @@ chaos: venv         ## the chaos suite: 1,000 buyers for 300 tickets on a 3-node
 	$(PY) -m tests.chaos.suite --buyers $${CHAOS_BUYERS:-1000} --tickets $${CHAOS_TICKETS:-300}
 
 fuzz: venv          ## schemathesis on every OpenAPI, direct and through the gateway, 200 examples per operation and mode
-	EVENTFLOW_FUZZ_EXAMPLES=$${EVENTFLOW_FUZZ_EXAMPLES:-200} $(PY) -m pytest -q -s -p no:cacheprovider --timeout 0 tests/fuzz
+	EVENTFLOW_FUZZ_EXAMPLES=$${EVENTFLOW_FUZZ_EXAMPLES:-200} EVENTFLOW_FUZZ_BUDGET_S=0 EVENTFLOW_FUZZ_VIA=direct,gateway $(PY) -m pytest -q -s -p no:cacheprovider --timeout 0 tests/fuzz
 
 LOADTEST_HOST ?= http://127.0.0.1:8080
 LOCUST_USERS  ?= 200

@@ -62,7 +62,7 @@ class Unavailable(DomainError):
 
 
 # Transport failures of NATS and Redis that reach a handler: the dependency is away, not the code broken.
-DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
+DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
     TimeoutError,
     ConnectionError,
     nats.errors.TimeoutError,
@@ -146,21 +146,25 @@ def install_problem_handlers(app: FastAPI) -> None:
             response.headers.update(exc.headers)
         return response
 
+    async def _dependency(request: Request, exc: Exception) -> JsonResponse:
+        log.warning("dependency unavailable: %s", type(exc).__name__, extra={"path": request.url.path})
+        response = problem(
+            503,
+            Unavailable.title,
+            "A dependency did not answer; retry (with the same Idempotency-Key for a write).",
+            slug=Unavailable.slug,
+            instance=request.url.path,
+        )
+        response.headers["Retry-After"] = "2"
+        if key := idempotency_key_var.get():
+            response.headers["idempotency-key"] = key
+        return response
+
+    for dependency_error in DEPENDENCY_ERRORS:  # handled, not re-raised as a 500 is
+        app.add_exception_handler(dependency_error, _dependency)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JsonResponse:
-        if isinstance(exc, DEPENDENCY_ERRORS):
-            log.warning("dependency unavailable: %s", type(exc).__name__, extra={"path": request.url.path})
-            response = problem(
-                503,
-                Unavailable.title,
-                "A dependency did not answer; retry (with the same Idempotency-Key for a write).",
-                slug=Unavailable.slug,
-                instance=request.url.path,
-            )
-            response.headers["Retry-After"] = "2"
-            if key := idempotency_key_var.get():
-                response.headers["idempotency-key"] = key
-            return response
         log.exception("unhandled error", extra={"path": request.url.path})
         response = problem(
             500,

@@ -67,8 +67,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     each = {name: _upstream_check(state, url) for name, url in upstreams.items()}
     # Ready while any upstream answers: one service's (or Redis's) outage must not take every gateway out of
     # its load balancer; the rest is reported as degraded. Redis only backs the rate limiter here.
-    checks = {"upstreams": any_of(each), "redis": redis_ready, **each}
-    app = create_base_app("EventFlow gateway", lifespan, checks, required=("upstreams",))
+    # With no upstream configured (a gateway started alone) readiness is Redis's, as before.
+    checks: dict[str, ReadyCheck] = {"redis": redis_ready}
+    if each:
+        checks = {"upstreams": any_of(each), **checks, **each}
+    app = create_base_app("EventFlow gateway", lifespan, checks, required=("upstreams",) if each else None)
     app.add_middleware(IdempotencyKeyMiddleware, paths=("/api/reservar",))
     app.router.redirect_slashes = False  # `/api` is an unknown route, not a redirect to `/api/`
     app.include_router(router)

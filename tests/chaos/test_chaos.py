@@ -1,9 +1,15 @@
-"""The chaos suite's short version, in `make test`: the same five faults and invariants as `make chaos`
-(tests/chaos/suite.py), on a smaller flash sale (120 buyers for 36 tickets per run) against one system."""
+"""The chaos suite's short version, in `make test`: the same invariants as `make chaos` (tests/chaos/suite.py) on a
+small flash sale (30 buyers for 10 tickets per run) against one system on a 3-node cluster.
+
+`make test` must stay short (chaos and fuzz together about 90 s on 2 cores), so by default it runs two of the five
+faults: the JetStream meta and stream leader killed (the CP side) and Redis killed (the AP side). The reservations
+SIGKILL is covered by tests/e2e/test_supervision.py; `make chaos` runs all five at full size.
+EVENTFLOW_CHAOS_FAULTS (comma-separated names from suite.FAULTS, or "all") picks others here."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -11,18 +17,21 @@ import pytest
 from tests.chaos.suite import FAULTS, Run, suite, table
 
 pytestmark = pytest.mark.slow
-BUYERS, TICKETS = 120, 36
+BUYERS, TICKETS = 30, 10
+DEFAULT = ("kill meta+stream leader", "kill redis")
+CHOSEN = os.environ.get("EVENTFLOW_CHAOS_FAULTS", ",".join(DEFAULT))
+SELECTED = FAULTS if CHOSEN == "all" else tuple(name for name in FAULTS if name in CHOSEN.split(","))
 
 
 @pytest.fixture(scope="module")
 def runs() -> Iterator[dict[str, Run]]:
-    """Every fault, one run each, in one system (started once: the cluster, the services, the buyers)."""
-    done = asyncio.run(suite(BUYERS, TICKETS))
+    """The selected faults, one run each, in one system (started once: the cluster, the services, the buyers)."""
+    done = asyncio.run(suite(BUYERS, TICKETS, SELECTED))
     print("\n" + table(done))
     yield {run.fault: run for run in done}
 
 
-@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("fault", SELECTED)
 def test_a_flash_sale_keeps_every_invariant(runs: dict[str, Run], fault: str) -> None:
     run = runs[fault]
     failed = [name for name, ok in run.checks.items() if not ok]

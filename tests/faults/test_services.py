@@ -57,7 +57,6 @@ def assert_retry_later(response: httpx.Response) -> None:
     assert int(response.headers["retry-after"]) >= 1
 
 
-@pytest.mark.xfail(strict=True, reason="events: a Redis read error is a 500, not a 503 with Retry-After")
 async def test_event_reads_answer_503_with_retry_after_while_redis_is_down(tmp_path: Path) -> None:
     with running_servers(tmp_path) as servers:
         async with events_and_organizer(servers) as (events, _):
