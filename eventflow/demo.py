@@ -176,15 +176,18 @@ async def _past_event(settings: Settings, organizador_id: str, now: datetime) ->
         await nc.drain()
 
 
-def seed(gateway_url: str, system: Mapping[str, str], var_dir: Path) -> str:
-    """Seed (idempotently) and say who can sign in; never raises: a failed demo is a warning, not a failed start."""
+def seed(gateway_url: str, system: Mapping[str, str], var_dir: Path, show_passwords: bool = False) -> str:
+    """Seed (idempotently) and say who can sign in; never raises: a failed demo is a warning, not a failed start.
+
+    The demo passwords are printed only to a person at a terminal (`show_passwords`); otherwise (a detached
+    start, whose output is a log file) only where they are."""
     try:
-        return _seed(gateway_url, system, var_dir)
+        return _seed(gateway_url, system, var_dir, show_passwords)
     except (DemoError, OSError, KeyError, ValueError) as err:
         return f"  demo data not seeded: {err}"
 
 
-def _seed(base: str, system: Mapping[str, str], var_dir: Path) -> str:
+def _seed(base: str, system: Mapping[str, str], var_dir: Path, show_passwords: bool) -> str:
     admin = _token(base, system["EVENTFLOW_ADMIN_EMAIL"], system["EVENTFLOW_ADMIN_PASSWORD"])
     if admin is None:
         raise DemoError("the admin cannot sign in")
@@ -212,6 +215,8 @@ def _seed(base: str, system: Mapping[str, str], var_dir: Path) -> str:
             _call(base, "POST", "/api/reservar", body, buyer, Idempotency_Key=f"demo-compra-{key}")
         made = " (4 events, 2 purchases made now)"
     lines = [f"  demo data{made}; its accounts (kept in {secrets_file(var_dir)}):"]
-    for name, (email, role) in ACCOUNTS.items():  # where each password is, never the password (logs keep this)
-        lines.append(f"    {role or 'comprador':<11} {email}  (password: EVENTFLOW_DEMO_{name}_PASSWORD)")
+    for name, (email, role) in ACCOUNTS.items():
+        variable = f"EVENTFLOW_DEMO_{name}_PASSWORD"
+        shown = f"password: {creds[variable]}" if show_passwords else f"(password: {variable})"
+        lines.append(f"    {role or 'comprador':<11} {email}  {shown}")
     return "\n".join(lines)

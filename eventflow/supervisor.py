@@ -130,7 +130,8 @@ class Supervisor:
             if self.env.get("EVENTFLOW_DEMO", "1") != "0" and "gateway" in self.layout.ports:
                 from eventflow import demo  # issue 9: demo data, idempotent
 
-                print(demo.seed(self.layout.url("gateway"), system, self.layout.var_dir), flush=True)
+                seeded = demo.seed(self.layout.url("gateway"), system, self.layout.var_dir, sys.stdout.isatty())
+                print(seeded, flush=True)
             self._watch()
             return 0
         except Failed as failure:

@@ -76,18 +76,18 @@ def reserva_out(saga: Saga, tickets: list[dict[str, Any]] | None = None) -> dict
 
 
 async def _answer(
-    saga: Saga, request: Request, done_status: int, headers: dict[str, str] | None = None
+    saga: Saga, request: Request, caller: Principal, done_status: int, headers: dict[str, str] | None = None
 ) -> JsonResponse:
     headers = dict(headers or {})
     status = done_status
     if not saga.terminada:
         status = 202
         headers["Location"] = f"/api/reservas/{saga.reserva_id}"
-    return JsonResponse(reserva_out(saga, await _tickets(saga, request)), status_code=status, headers=headers)
+    return JsonResponse(reserva_out(saga, await _tickets(saga, request, caller)), status_code=status, headers=headers)
 
 
-async def _tickets(saga: Saga, request: Request) -> list[dict[str, Any]]:
-    return await entradas.con_codigos(saga, request.app.state.entradas.claves)
+async def _tickets(saga: Saga, request: Request, caller: Principal) -> list[dict[str, Any]]:
+    return await entradas.con_codigos(saga, request.app.state.entradas.claves, caller.sub == saga.usuario_id)
 
 
 def comprador(caller: Principal, usuario_id: str | None) -> str:
@@ -123,7 +123,7 @@ async def reservar(
     )
     saga, created = await handlers.reservar(cmd, deps)
     saga = await handlers.esperar(saga, deps, request.app.state.espera_s)
-    return await _answer(saga, request, 201 if created else 200, {"Idempotency-Key": key})
+    return await _answer(saga, request, caller, 201 if created else 200, {"Idempotency-Key": key})
 
 
 @router.get("/api/reservas", response_model=None)
@@ -139,7 +139,7 @@ async def mis_reservas(
         raise Prohibido("A service has no reservations.")
     state = request.app.state
     sagas, total = await mias.pagina(state.redis, state.generation, caller.sub, limit, offset, deps)
-    items = [reserva_out(saga, await _tickets(saga, request)) for saga in sagas]
+    items = [reserva_out(saga, await _tickets(saga, request, caller)) for saga in sagas]
     return JsonResponse(mias.pagina_out(items, total, limit, offset), headers={"Cache-Control": "private, no-store"})
 
 
@@ -149,13 +149,14 @@ async def consultar(reserva_id: str, caller: Caller, deps: DepsDep, request: Req
     """Its buyer, its event's organizer or an admin (anyone else: 404, as for an unknown id). Read from the saga's
     own record on the CP side: always the latest state."""
     saga = await handlers.ver(reserva_id, caller, deps)
-    return JsonResponse(reserva_out(saga, await _tickets(saga, request)))
+    return JsonResponse(reserva_out(saga, await _tickets(saga, request, caller)))
 
 
 @router.post("/api/reservas/{reserva_id}/cancelar", response_model=None)
 async def cancelar(reserva_id: str, caller: Caller, deps: DepsDep, request: Request) -> Response:
     """Its buyer or an admin; 403 for its event's organizer, 404 for anyone who may not read it."""
-    await handlers.autorizar_cancelacion(reserva_id, caller, deps)
+    actual = await handlers.autorizar_cancelacion(reserva_id, caller, deps)
+    await entradas.anular_entradas(actual, request.app.state.entradas)
     saga = await handlers.cancelar(CancelarReserva(reserva_id), deps)
     saga = await handlers.esperar(saga, deps, request.app.state.espera_s)
-    return await _answer(saga, request, 200)
+    return await _answer(saga, request, caller, 200)

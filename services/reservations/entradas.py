@@ -28,6 +28,7 @@ from services.reservations.tickets import (
     CodigoInvalido,
     EntradaAnulada,
     EntradaYaUsada,
+    ReservaConEntradasUsadas,
     Ticket,
     codigo,
     leer_codigo,
@@ -55,10 +56,13 @@ class EntradasDeps:
     checkins: CheckinStore
 
 
-async def con_codigos(saga: Saga, claves: TicketKeys) -> list[dict[str, Any]]:
-    """`tickets: [{id, codigo, asiento}]` of a confirmed reservation; none for any other state."""
+async def con_codigos(saga: Saga, claves: TicketKeys, del_comprador: bool = True) -> list[dict[str, Any]]:
+    """`tickets: [{id, codigo, asiento}]` of a confirmed reservation; none for any other state. The code is the
+    ticket itself (whoever holds it gets in): only its buyer gets it; the organizer or an admin sees the rest."""
     if not tiene_entradas(saga):
         return []
+    if not del_comprador:
+        return [ticket_publico(t) for t in tickets_de(saga)]
     firmante = await claves.firmante(saga.evento_id)
     return [{**ticket_publico(t), "codigo": codigo(t, firmante.sign)} for t in tickets_de(saga)]
 
@@ -93,6 +97,17 @@ async def puede_controlar(caller: Principal, evento_id: str, deps: EntradasDeps)
     return evento is not None and evento.organizador_id == caller.sub
 
 
+async def anular_entradas(saga: Saga, deps: EntradasDeps) -> None:
+    """Before a confirmed reservation is cancelled: void each ticket on the check-in claim, so a door scan and
+    the cancellation racing on a ticket have one winner; a ticket already used refuses the cancellation."""
+    if not tiene_entradas(saga):
+        return
+    for ticket in tickets_de(saga):
+        usada_en = await deps.checkins.anular(ticket.evento_id, ticket.id)
+        if usada_en is not None:
+            raise ReservaConEntradasUsadas(usada_en)
+
+
 async def validar(texto: str, caller: Principal, deps: EntradasDeps) -> dict[str, Any]:
     """The door's decision on one scanned code (see the module's docstring for the order)."""
     leido = leer_codigo(texto)
@@ -113,6 +128,8 @@ async def validar(texto: str, caller: Principal, deps: EntradasDeps) -> dict[str
     if not tiene_entradas(saga):
         raise EntradaAnulada(ticket)
     entrada = await deps.checkins.registrar(ticket.evento_id, ticket.id, caller.sub)
+    if entrada.anulada:
+        raise EntradaAnulada(ticket)  # its cancellation voided it first
     if not entrada.primera:
         raise EntradaYaUsada(ticket, entrada.en)
     evento = await evento_de(ticket.evento_id, deps)

@@ -133,12 +133,13 @@ async def ver(reserva_id: str, caller: Principal, deps: Deps) -> Saga:
     return saga
 
 
-async def autorizar_cancelacion(reserva_id: str, caller: Principal, deps: Deps) -> None:
+async def autorizar_cancelacion(reserva_id: str, caller: Principal, deps: Deps) -> Saga:
     """Its buyer or an admin; 403 for the event's organizer (cancelling a whole event is another operation),
     404 for anyone who may not even read it."""
     saga = await ver(reserva_id, caller, deps)
     if caller.sub != saga.usuario_id and not caller.es_admin:
         raise Prohibido("Only the buyer or an admin can cancel this reservation.")
+    return saga
 
 
 async def _puede_ver(caller: Principal, saga: Saga, deps: Deps) -> bool:

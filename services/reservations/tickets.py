@@ -67,6 +67,19 @@ class EntradaYaUsada(Conflict):
         )
 
 
+class ReservaConEntradasUsadas(Conflict):
+    """A reservation someone already entered with is not refunded by a cancellation."""
+
+    slug, title = "entradas-usadas", "Tickets already used"
+
+    def __init__(self, primera_entrada_en: str) -> None:
+        super().__init__(
+            "A ticket of this reservation was already used to enter: it cannot be cancelled.",
+            motivo="entradas_usadas",
+            primera_entrada_en=primera_entrada_en,
+        )
+
+
 class EntradaAnulada(Conflict):
     """The ticket's reservation was cancelled (or never confirmed): the ticket does not let anyone in."""
 

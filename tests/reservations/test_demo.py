@@ -45,6 +45,7 @@ async def test_make_runs_demo_data_is_seeded_once_with_every_kind_of_event_and_a
             try:
                 first = await asyncio.to_thread(demo.seed, gateway, system, tmp_path)
                 again = await asyncio.to_thread(demo.seed, gateway, system, tmp_path)
+                on_a_terminal = await asyncio.to_thread(demo.seed, gateway, system, tmp_path, True)
             finally:
                 demo.ACCOUNTS = saved
             assert "4 events, 2 purchases made now" in first and "made now" not in again, first
@@ -52,7 +53,8 @@ async def test_make_runs_demo_data_is_seeded_once_with_every_kind_of_event_and_a
             for name, (email, _) in accounts.items():
                 password = creds[f"EVENTFLOW_DEMO_{name}_PASSWORD"]
                 assert email in first and f"EVENTFLOW_DEMO_{name}_PASSWORD" in again, "where it is, printed"
-                assert password not in first and password not in again, "a password is never printed (or logged)"
+                assert password not in first and password not in again, "not in a log (a detached start's output)"
+                assert f"password: {password}" in on_a_terminal, "shown to a person at a terminal"
             assert stat.S_IMODE((tmp_path / "secrets.env").stat().st_mode) == 0o600
 
             async def token(name: str) -> dict[str, str]:

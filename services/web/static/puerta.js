@@ -80,6 +80,12 @@ export async function mostrar() {
     guardarCola([...cola(), { codigo: texto, cuando: new Date().toISOString() }]);
     red();
     mostrarRespuesta("espera", "EN COLA", ["Sin conexión: se validará al volver la red. No dejes pasar todavía si dudás."]);
+    reintentar();
+  }
+  // The browser's `online` event is not enough: the Wi-Fi may stay up while the server is unreachable, or one
+  // answer may be a 503. While scans are queued and this page is shown, try again every few seconds.
+  function reintentar() {
+    setTimeout(() => { if (document.body.contains(form) && cola().length) vaciar(); }, 4000);
   }
   let vaciando = false;
   async function vaciar() {
@@ -89,7 +95,7 @@ export async function mostrar() {
       while (cola().length) {
         const [primero] = cola();
         let r;
-        try { r = await enviar(primero.codigo); } catch { break; }
+        try { r = await enviar(primero.codigo); } catch { reintentar(); break; }
         guardarCola(cola().slice(1));
         red();
         resultado(r, primero.cuando);
