@@ -27,6 +27,7 @@ from services.reservations.ticket_keys import TicketKeys
 from services.reservations.tickets import (
     CodigoInvalido,
     EntradaAnulada,
+    EntradaDeOtroEvento,
     EntradaYaUsada,
     ReservaConEntradasUsadas,
     Ticket,
@@ -108,7 +109,7 @@ async def anular_entradas(saga: Saga, deps: EntradasDeps) -> None:
             raise ReservaConEntradasUsadas(usada_en)
 
 
-async def validar(texto: str, caller: Principal, deps: EntradasDeps) -> dict[str, Any]:
+async def validar(texto: str, caller: Principal, deps: EntradasDeps, puerta_de: str | None = None) -> dict[str, Any]:
     """The door's decision on one scanned code (see the module's docstring for the order)."""
     leido = leer_codigo(texto)
     ticket = leido.ticket
@@ -118,6 +119,8 @@ async def validar(texto: str, caller: Principal, deps: EntradasDeps) -> dict[str
         raise CodigoInvalido("The ticket's signature does not verify: it was not issued by us, or it was altered.")
     if not await puede_controlar(caller, ticket.evento_id, deps):
         raise Prohibido("Only door staff, an admin or this event's organizer can check this ticket in.")
+    if puerta_de is not None and puerta_de != ticket.evento_id:
+        raise EntradaDeOtroEvento(ticket)  # before the claim: the ticket stays good for its own event
     try:
         saga = await handlers.consultar(ticket.reserva_id, deps.reservas)
     except ReservaNoEncontrada:

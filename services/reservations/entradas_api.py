@@ -37,6 +37,9 @@ Portero = Annotated[Principal, Depends(con_rol(CONTROL, ORGANIZADOR, ADMIN))]
 class CheckinIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     codigo: str = Field(min_length=1, max_length=1000, description="The code read from the ticket's QR")
+    evento_id: str | None = Field(
+        default=None, max_length=64, description="The event this door admits to: a ticket of another is 409 otro_evento"
+    )
 
 
 def get_entradas(request: Request) -> entradas.EntradasDeps:
@@ -92,7 +95,7 @@ async def _pdf_response(pares: list[tuple[Ticket, str]], saga: Saga, deps: Deps,
 @router.post("/api/checkin", response_model=None)
 async def checkin(body: CheckinIn, caller: Portero, deps: Deps) -> Response:
     """200 on first entry; 409 `ya_usado` (with `primera_entrada_en`) after; 409 `cancelada`; 422 bad signature."""
-    return JsonResponse(await entradas.validar(body.codigo, caller, deps))
+    return JsonResponse(await entradas.validar(body.codigo, caller, deps, body.evento_id))
 
 
 @router.get("/api/checkin/eventos/{evento_id}", response_model=None)

@@ -80,6 +80,15 @@ class ReservaConEntradasUsadas(Conflict):
         )
 
 
+class EntradaDeOtroEvento(Conflict):
+    """Scanned at the door of another event: refused, and not used up."""
+
+    slug, title = "otro-evento", "Ticket for another event"
+
+    def __init__(self, ticket: Ticket) -> None:
+        super().__init__("This ticket is for another event.", motivo="otro_evento", ticket=ticket_publico(ticket))
+
+
 class EntradaAnulada(Conflict):
     """The ticket's reservation was cancelled (or never confirmed): the ticket does not let anyone in."""
 

@@ -178,6 +178,20 @@ async def test_check_in_first_entry_then_already_used_then_bad_codes(doors: Door
     assert counted.json() == {"evento_id": evento, "entradas_validadas": 1}
 
 
+async def test_a_door_for_one_event_refuses_another_events_ticket_and_leaves_it_unused(doors: Doors) -> None:
+    usuario = await doors.catalog.usuario()
+    manana, hoy = await doors.catalog.evento(), await doors.catalog.evento()
+    ticket = (await doors.comprar(usuario, manana, 1))["tickets"][0]
+    url = f"{doors.urls[0]}/api/checkin"
+    at_today = {"codigo": ticket["codigo"], "evento_id": hoy}
+    wrong = await doors.http.post(url, json=at_today, headers=doors.control.headers)
+    assert wrong.status_code == 409 and wrong.json()["motivo"] == "otro_evento", wrong.text
+    right = await doors.http.post(
+        url, json={"codigo": ticket["codigo"], "evento_id": manana}, headers=doors.control.headers
+    )
+    assert right.status_code == 200, right.text
+
+
 async def test_who_may_check_in(doors: Doors) -> None:
     usuario = await doors.catalog.usuario()
     evento = await doors.catalog.evento()

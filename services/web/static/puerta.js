@@ -18,6 +18,8 @@ export async function mostrar() {
   if (!sesion()) { location.hash = "#/entrar?volver=%23%2Fpuerta"; return; }
   if (!tieneRol("control", "organizador", "admin")) { pintar(h("h1", {}, "Puerta"), h("p", { class: "error" }, "Esta página es para el personal de acceso.")); return; }
 
+  // `#/puerta?evento=<id>`: this door admits to one event, and a ticket of another is refused (not used up).
+  const puertaDe = new URLSearchParams(location.hash.split("?")[1] || "").get("evento");
   const respuesta = h("div", { class: "respuesta", id: "respuesta", role: "alert", hidden: true, tabindex: "-1" });
   const estadoRed = h("p", { class: "ayuda", id: "red", "aria-live": "polite" });
   const codigo = h("input", { id: "codigo", name: "codigo", autocomplete: "off", required: true, autocapitalize: "off", spellcheck: "false" });
@@ -53,6 +55,8 @@ export async function mostrar() {
       mostrarRespuesta("invalida", "YA USADA", [r.problema.primera_entrada_en ? `Primera entrada: ${fecha(r.problema.primera_entrada_en)}` : null, enCola]);
     } else if (r.motivo === "cancelada") {
       mostrarRespuesta("invalida", "CANCELADA", ["La reserva de esta entrada fue cancelada.", enCola]);
+    } else if (r.motivo === "otro_evento") {
+      mostrarRespuesta("invalida", "OTRO EVENTO", ["Esta entrada es de otro evento: no se usó.", enCola]);
     } else if (r.status === 403) {
       mostrarRespuesta("invalida", "NO AUTORIZADO", ["No podés validar entradas de este evento.", enCola]);
     } else {
@@ -62,7 +66,8 @@ export async function mostrar() {
 
   async function enviar(texto) {
     try {
-      const datos = await api("/api/checkin", { method: "POST", json: { codigo: texto } });
+      const json = puertaDe ? { codigo: texto, evento_id: puertaDe } : { codigo: texto };
+      const datos = await api("/api/checkin", { method: "POST", json });
       return { ok: true, datos };
     } catch (err) {
       if (err instanceof ApiError && err.status < 500) return { ok: false, status: err.status, motivo: err.motivo, problema: err.problem };
