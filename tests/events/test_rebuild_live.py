@@ -155,7 +155,7 @@ async def test_a_rebuild_under_live_sales_counts_each_sale_once_and_equals_a_col
                     evento_id, reserva_id, n = sales.pop(0)
                     await cancel_sale(js, evento_id, reserva_id, n)
                     sold[evento_id] -= n
-                await asyncio.sleep(0.05)  # paced: a rebuild that must catch up with unbounded traffic on a slow machine never would
+                await asyncio.sleep(0.05)  # paced: no rebuild catches up with unbounded traffic
 
         async def organizers() -> None:
             while not stop.is_set():

@@ -113,7 +113,7 @@ async def test_a_rebuild_under_live_purchases_keeps_users_readable_and_equals_a_
                         await store.append(
                             compra["reserva_id"], [NewEvent(RESERVA_CANCELADA, factories.cancelada(compra))], None
                         )
-                    await asyncio.sleep(0.05)  # paced: a rebuild that must catch up with unbounded traffic on a slow machine never would
+                    await asyncio.sleep(0.05)  # paced: no rebuild catches up with unbounded traffic
 
             async def newcomers() -> None:
                 while not stop.is_set():
