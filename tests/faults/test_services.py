@@ -151,8 +151,9 @@ async def test_an_event_the_client_was_told_failed_never_appears_later(tmp_path:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="reservations: the chain reads the event and the user through services whose reads need Redis; with "
-    "Redis down it must get them from the CP side or a cached copy (price, date, sale window, user exists)",
+    reason="reservations: the chain reads the event through the events service, whose reads need Redis; with "
+    "Redis down it must get it from the CP side or a cached copy (price, date, sale window). The user check "
+    "already falls back to the log (services/users/api.py _existe)",
 )
 async def test_reservations_keep_working_while_redis_is_down(tmp_path: Path) -> None:
     with running_servers(tmp_path) as servers:
