@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 
 from eventflow.servers import free_port, port_open
@@ -86,3 +89,20 @@ def sign_in(api: Any, email: str, password: str) -> dict[str, Any]:
     assert resp.status_code == 200, resp.text
     tokens: dict[str, Any] = resp.json()
     return tokens
+
+
+@contextlib.contextmanager
+def detached(env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """`make up` for a test: the system started in the background, and always stopped after."""
+    started = cli(env, "--detach")
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield env
+    finally:
+        cli(env, "--down")
+
+
+def admin_token(env: dict[str, str]) -> str:
+    """The first admin's access token, from the users service's own port."""
+    with httpx.Client(base_url=url(env, "users"), timeout=30) as users:
+        return str(sign_in(users, *admin_credentials(env))["access_token"])

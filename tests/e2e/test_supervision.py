@@ -18,12 +18,12 @@ import pytest
 from eventflow.jetstream import connect
 from eventflow.supervisor import CRASH_LIMIT
 from tests.e2e.system import (
-    admin_credentials,
+    admin_token,
     bearer,
     cli,
     cluster_base_port,
+    detached,
     pid_running,
-    sign_in,
     state,
     system_env,
     url,
@@ -71,11 +71,6 @@ def status_rows(env: dict[str, str]) -> dict[str, list[str]]:
     return {line.split()[0]: line.split(maxsplit=6) for line in lines[2:-1]}
 
 
-def admin_token(env: dict[str, str]) -> str:
-    with httpx.Client(base_url=url(env, "users"), timeout=30) as users:
-        return str(sign_in(users, *admin_credentials(env))["access_token"])
-
-
 def create_event(env: dict[str, str], token: str) -> str:
     """The admin creates an event (events, NATS) and reads it back (Redis, read-your-writes)."""
     with httpx.Client(timeout=30) as api:
@@ -104,13 +99,8 @@ def create_event(env: dict[str, str], token: str) -> str:
 
 @pytest.fixture
 def system(tmp_path: Path) -> Iterator[dict[str, str]]:
-    env = system_env(tmp_path / "var", EVENTFLOW_SERVICES="users,events")
-    started = cli(env, "--detach")
-    assert started.returncode == 0, started.stdout + started.stderr
-    try:
+    with detached(system_env(tmp_path / "var", EVENTFLOW_SERVICES="users,events")) as env:
         yield env
-    finally:
-        cli(env, "--down")
 
 
 def test_a_killed_service_nats_or_redis_is_restarted_and_the_system_keeps_working(system: dict[str, str]) -> None:

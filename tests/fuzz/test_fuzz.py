@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -32,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.e2e.system import admin_credentials, cli, sign_in, system_env, url
+from tests.e2e.system import admin_token, detached, system_env, url
 
 pytestmark = pytest.mark.slow
 EXAMPLES = int(os.environ.get("EVENTFLOW_FUZZ_EXAMPLES", "3"))
@@ -52,17 +51,8 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
         EVENTFLOW_RATE_LIMIT_PER_S="0",
         EVENTFLOW_LOG_LEVEL="WARNING",
     )
-    started = cli(env, "--detach")
-    assert started.returncode == 0, started.stdout + started.stderr
-    try:
+    with detached(env):
         yield env
-    finally:
-        cli(env, "--down")
-
-
-def admin_token(env: dict[str, str]) -> str:
-    with httpx.Client(base_url=url(env, "users"), timeout=30) as users:
-        return str(sign_in(users, *admin_credentials(env))["access_token"])
 
 
 class OutOfTime(Exception):
