@@ -29,11 +29,16 @@ def iso_in(days: float = 30, tz: str = "-03:00") -> str:
     return (datetime.now(UTC) + timedelta(days=days)).astimezone(zone).replace(microsecond=0).isoformat()
 
 
+# One date for the whole run: two bodies built a second apart must still be the same request
+# (a retry with the same Idempotency-Key), or the idempotency tests fail on a clock tick.
+FECHA_POR_DEFECTO = iso_in(30)
+
+
 def evento_body(**overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "nombre": "Concierto de prueba",
         "descripcion": "Una noche de música",
-        "fecha": iso_in(30),
+        "fecha": FECHA_POR_DEFECTO,
         "lugar": "Teatro Solís",
         "aforo_total": 100,
         "precio": 25.5,
