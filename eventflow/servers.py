@@ -104,10 +104,14 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait()
 
-    def pause(self) -> None:
-        """SIGSTOP: a hung server (connections stay open, nothing answers)."""
+    def pause(self, timeout: float = 5.0) -> None:
+        """SIGSTOP: a hung server (connections stay open, nothing answers). Returns once every thread is
+        stopped: the signal takes effect asynchronously, and a request sent in between was seen answered."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGSTOP)
+            deadline = time.monotonic() + timeout
+            while not _all_threads_stopped(self.proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.005)
 
     def resume(self) -> None:
         if self.proc.poll() is None:
@@ -119,6 +123,18 @@ class ServerProcess:
             raise RuntimeError(f"{self.name} on {self.port} is still running")
         self.proc = _spawn(self.argv, self.log_path if self.log_stdout else None, self.env)
         wait_for_port(self.port, self.proc, timeout, f"{self.name}-server")
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    """Every thread of `pid` in state T (stopped), read from /proc; True where /proc is not there to ask."""
+    tasks = Path(f"/proc/{pid}/task")
+    if not tasks.is_dir():
+        return True
+    try:
+        states = [(task / "stat").read_text().rsplit(")", 1)[1].split()[0] for task in tasks.iterdir()]
+    except (OSError, IndexError):
+        return False
+    return all(state in ("T", "t") for state in states)
 
 
 def _spawn(argv: list[str], log_path: Path | None, env: Mapping[str, str] | None) -> subprocess.Popen[bytes]:
