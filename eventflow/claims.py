@@ -15,6 +15,8 @@ import orjson
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from eventflow.jetstream import require_connection
+
 
 def leader_reads(kv: KeyValue) -> KeyValue:
     """The same bucket, with `get` answered by its stream leader (`STREAM.MSG.GET`).
@@ -44,6 +46,7 @@ class UniquenessClaims:
     async def claim(self, key: str, owner: str) -> Claim:
         """Take `key` for `owner`; returns whoever holds it afterwards (compare `.owner`)."""
         value = orjson.dumps({"owner": owner, "at": time.time()})
+        await require_connection(self.kv._js)  # refused now, not created later from the reconnect buffer
         try:
             revision = await self.kv.create(key, value)
             return Claim(key, owner, revision, time.time())
@@ -64,6 +67,7 @@ class UniquenessClaims:
     async def take_over(self, stale: Claim, owner: str) -> bool:
         """Replace a claim whose owner never came to exist; CAS on its revision so only one wins."""
         value = orjson.dumps({"owner": owner, "at": time.time()})
+        await require_connection(self.kv._js)
         try:
             await self.kv.update(stale.key, value, last=stale.revision)
             return True

@@ -8,6 +8,8 @@ the W3C `traceparent` of the work that appended it, so its projections log in th
 
 from __future__ import annotations
 
+import asyncio
+import random
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,15 +20,17 @@ import orjson
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 
-from eventflow.errors import Conflict
-from eventflow.jetstream import StreamSpec
+from eventflow.errors import Conflict, Unavailable
+from eventflow.jetstream import NatsUnreachable, StreamSpec, is_connected, reconnected, require_connection
 from eventflow.logs import trace_headers
-from eventflow.retry import retry_by_time
 
 TYPE_HEADER = "EventFlow-Type"
 WRONG_LAST_SEQUENCE = (10071, 10164)
-# Retry by time, not count: an R3 leader change pauses writes for up to ~10 s (measured-here.md).
+# Retry by time, not count: an R3 leader change pauses writes for up to ~10 s (measured-here.md). That is a
+# connected client getting no answer; a client that lost its connection waits RECONNECT_GRACE_S only, so an
+# HTTP write answers 503 within 2 s when NATS is down (issue 11).
 APPEND_RETRY_FOR_S = 20.0
+PUBLISH_TIMEOUT_S = 5.0
 
 
 def _worth_retrying(err: Exception) -> bool:
@@ -36,6 +40,30 @@ def _worth_retrying(err: Exception) -> bool:
 
 class ConcurrencyConflict(Conflict):
     slug, title = "concurrency", "Concurrent modification"
+
+
+class OutcomeUnknown(Unavailable):
+    """The append went out but no answer came back: it may be stored (now, or when a reconnect flushes it).
+    `aggregate_id` says where to look; a retry with the same Idempotency-Key converges on what was stored."""
+
+    slug, title = "outcome-unknown", "Outcome unknown"
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(
+            "The write was sent but its outcome is unknown; it may have been stored. Retry with the same "
+            "Idempotency-Key, or look it up at its location."
+        )
+        self.aggregate_id = aggregate_id
+
+    def located(self, path: str) -> OutcomeUnknown:
+        """The API adds where the resource would be: a client can look before it retries."""
+        self.headers["Location"] = path
+        self.extra["location"] = path
+        return self
+
+
+class _Disconnected(Exception):
+    """Raised before anything is handed to the client: the attempt sent nothing."""
 
 
 @dataclass(frozen=True)
@@ -98,22 +126,58 @@ class EventStore:
             headers = {"Nats-Msg-Id": event.id, TYPE_HEADER: event.type, **trace_headers()}
             if version is not None:
                 headers["Nats-Expected-Last-Subject-Sequence"] = str(version)
-            seq = await self._publish(self.spec.subject(aggregate_id), _encode(aggregate_id, event), headers)
+            payload = _encode(aggregate_id, event)
+            seq = await self._publish(aggregate_id, payload, headers, sent_earlier=seq > 0)
             version = seq if version is not None else None
         return seq
 
-    async def _publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> int:
-        async def publish() -> int:
-            return int((await self.js.publish(subject, payload, headers=headers, timeout=5.0)).seq)
+    async def _publish(self, aggregate_id: str, payload: bytes, headers: dict[str, str], sent_earlier: bool) -> int:
+        """Timeouts and no responders (a leader election) are retried with the same Nats-Msg-Id, which the
+        duplicate window turns into one stored event. A lost connection is waited for briefly, then the
+        answer is NatsUnreachable if no attempt went out (and an earlier event of this append was not stored
+        either), or OutcomeUnknown."""
+        loop = asyncio.get_running_loop()
+        deadline, delay, sent = loop.time() + APPEND_RETRY_FOR_S, 0.05, sent_earlier
+        while True:
+            if not await reconnected(self.js):
+                raise OutcomeUnknown(aggregate_id) if sent else NatsUnreachable()
+            try:
+                return await self._attempt(self.spec.subject(aggregate_id), payload, headers)
+            except _Disconnected as err:
+                last: Exception = err
+            except APIError as err:
+                if err.err_code in WRONG_LAST_SEQUENCE:
+                    raise ConcurrencyConflict("the aggregate changed since it was read; reload and retry") from None
+                if not _worth_retrying(err):
+                    raise
+                sent, last = True, err
+            except Exception as err:  # a timeout, no responders, the connection lost while waiting
+                sent, last = True, err
+            if loop.time() + delay > deadline:
+                raise (OutcomeUnknown(aggregate_id) if sent else NatsUnreachable()) from last
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 1.0)
 
+    async def _attempt(self, subject: str, payload: bytes, headers: dict[str, str]) -> int:
+        """One publish. The connection check and the hand-over to the client happen in one step of the event
+        loop, so nothing published here can sit in the reconnect buffer; losing the connection while waiting
+        for the ack ends the wait (the outcome is then unknown)."""
+
+        async def publish() -> int:
+            if not is_connected(self.js):
+                raise _Disconnected()
+            return int((await self.js.publish(subject, payload, headers=headers, timeout=PUBLISH_TIMEOUT_S)).seq)
+
+        task = asyncio.ensure_future(publish())
         try:
-            # Timeouts, no responders during a leader election, a reconnect: retried with the same
-            # Nats-Msg-Id, which the duplicate window turns into exactly one stored event.
-            return await retry_by_time(publish, APPEND_RETRY_FOR_S, retry_if=_worth_retrying)
-        except APIError as err:
-            if err.err_code in WRONG_LAST_SEQUENCE:
-                raise ConcurrencyConflict("the aggregate changed since it was read; reload and retry") from None
-            raise
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=0.2)
+                if done:
+                    return task.result()
+                if not is_connected(self.js):
+                    raise ConnectionError("NATS connection lost while waiting for the ack")
+        finally:
+            task.cancel()
 
     async def load(self, aggregate_id: str, *, direct: bool = False) -> tuple[list[StoredEvent], int]:
         """All events of one aggregate and its version (0 when it has none), read from the stream leader.
@@ -135,6 +199,7 @@ class EventStore:
           the reservations' look for a repeated Idempotency-Key before the chain runs (`last`): "absent" only
           runs the chain, and the look after the saga's create reads the leader.
         """
+        await require_connection(self.js)
         subject = self.spec.subject(aggregate_id)
         events: list[StoredEvent] = []
         seq = 1
@@ -151,6 +216,7 @@ class EventStore:
 
     async def last(self, aggregate_id: str, *, direct: bool = False) -> StoredEvent | None:
         """The aggregate's latest event in one request (None when it has none); `direct` as for `load`."""
+        await require_connection(self.js)
         subject = self.spec.subject(aggregate_id)
         try:
             msg = await self.js.get_msg(self.spec.name, subject=subject, direct=direct)

@@ -13,9 +13,46 @@ from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 
+from eventflow.errors import Unavailable
+
 log = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW_S = 120.0
+# How long a write waits for a lost connection to come back before it is refused: a blip, not an outage.
+# A connected client that gets no answer (a leader election) retries for longer (eventstore.APPEND_RETRY_FOR_S).
+RECONNECT_GRACE_S = 1.0
+
+
+class NatsUnreachable(Unavailable):
+    """NATS was unreachable and nothing was handed to the client: the write did not happen, and it is not
+    waiting in nats-py's reconnect buffer to happen later. Any retry is safe."""
+
+    def __init__(self) -> None:
+        super().__init__("The system of record is unreachable; nothing was stored. Retry later.")
+
+
+def is_connected(js: JetStreamContext) -> bool:
+    """Whether a publish now would go to the server. While reconnecting, nats-py buffers publishes and sends
+    them on reconnect: a write refused to its client must never be handed over then."""
+    nc: NATS | None = getattr(js, "_nc", None)
+    return nc is None or bool(nc.is_connected)
+
+
+async def reconnected(js: JetStreamContext, grace_s: float = RECONNECT_GRACE_S) -> bool:
+    """True once connected, waiting at most `grace_s`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace_s
+    while not is_connected(js):
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+async def require_connection(js: JetStreamContext) -> None:
+    """Fail fast when NATS is away: a request made while reconnecting would wait out its whole timeout."""
+    if not await reconnected(js):
+        raise NatsUnreachable()
 
 
 @dataclass(frozen=True)

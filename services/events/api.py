@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from eventflow.auth import ADMIN, ORGANIZADOR, Caller, Principal, Prohibido, con_rol
+from eventflow.eventstore import OutcomeUnknown
 from eventflow.responses import JsonResponse
 from services.events import views
 from services.events.caching import cached_json
@@ -107,7 +108,10 @@ async def crear(body: EventoIn, caller: Organizer, deps: DepsDep, idempotency_ke
     """An organizador or admin (401 without a valid token, 403 without the role); the event records them as its
     organizer. 201 when created; 200 with the same event when the same caller sends the same Idempotency-Key and
     body again."""
-    creado = await crear_evento(body.command(), caller.sub, deps.write, idempotency_key)
+    try:
+        creado = await crear_evento(body.command(), caller.sub, deps.write, idempotency_key)
+    except OutcomeUnknown as unknown:
+        raise unknown.located(f"{router.prefix}/{unknown.aggregate_id}") from None
     doc = with_availability(documento(creado.id, creado.data), {})
     headers = {"Location": f"{router.prefix}/{creado.id}"}
     if idempotency_key is not None:
@@ -128,7 +132,9 @@ async def leer(request: Request, evento_id: Annotated[str, Path(max_length=64)],
 async def listar(
     request: Request,
     deps: DepsDep,
-    q: Annotated[str | None, Query(max_length=200, description="Every word must start a word of the name")] = None,
+    q: Annotated[
+        str | None, Query(max_length=200, description="Up to 8 words; each must start a word of the name")
+    ] = None,
     categoria: Annotated[str | None, Query(max_length=200)] = None,
     desde: Annotated[str | None, Query(max_length=64, description="ISO 8601 instant with offset")] = None,
     hasta: Annotated[str | None, Query(max_length=64, description="ISO 8601 instant with offset")] = None,
