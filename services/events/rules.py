@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from eventflow.contracts import LIMITE_POR_USUARIO_PREDETERMINADO, MAX_POR_SOLICITUD_PREDETERMINADO, TOPE_POR_SOLICITUD
 from services.events.domain import CrearEvento, DatosInvalidos, Evento, FieldError, FiltroEventos, Seccion
-from services.events.text import normalize_category
+from services.events.text import MAX_QUERY_WORDS, normalize_category, words
 
 MAX_AFORO = 1_000_000
 MAX_ASIENTOS = 100_000  # seated events: every seat is a key somewhere, keep it bounded
@@ -170,6 +170,8 @@ def filtro(
     end = None if hasta is None else parse_instant(_plus_restored(hasta), "hasta", errors)
     if start is not None and end is not None and start > end:
         errors.append(FieldError("hasta", "must not be before desde", "range"))
+    if q is not None and len(words(q)) > MAX_QUERY_WORDS:  # each word costs one index read: bound the cost
+        errors.append(FieldError("q", f"at most {MAX_QUERY_WORDS} words", "too_many_words"))
     if errors:
         raise DatosInvalidos(errors, "query")
     category = normalize_category(categoria) if categoria is not None else None

@@ -96,6 +96,7 @@ async def test_bad_queries_are_422_problems(client):
         ({"desde": "2030-01-01T00:00:00"}, "desde"),
         ({"hasta": "mañana"}, "hasta"),
         ({"desde": at(2), "hasta": at(1)}, "hasta"),
+        ({"q": " ".join(f"w{i}" for i in range(9))}, "q"),  # nine words: one index read each, refused
     ]:
         response = await client.get("/api/eventos", params=params)
         assert response.status_code == 422, (params, response.text)
