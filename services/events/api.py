@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
 
 from eventflow.auth import ADMIN, ORGANIZADOR, Caller, Principal, Prohibido, con_rol
 from eventflow.responses import JsonResponse
@@ -16,6 +17,7 @@ from services.events.deps import DepsDep
 from services.events.documents import documento, with_availability
 from services.events.domain import CrearEvento, EventoNoEncontrado, Seccion
 from services.events.handlers import crear_evento
+from services.events.log_fallback import SOURCE_HEADER
 from services.events.rules import filtro
 
 router = APIRouter(prefix="/api/eventos", tags=["eventos"])
@@ -118,7 +120,18 @@ async def crear(body: EventoIn, caller: Organizer, deps: DepsDep, idempotency_ke
 # Reads are public: they take no caller, so a token sent along (valid or not) is neither checked nor needed.
 @router.get("/{evento_id}", response_model=EventoOut)
 async def leer(request: Request, evento_id: Annotated[str, Path(max_length=64)], deps: DepsDep) -> Response:
-    doc = await views.evento(deps.redis, evento_id)
+    """From the read model. With Redis unreachable, folded from the event log instead (header `EventFlow-Source:
+    log`, not cacheable: no sales counted, so `entradas_disponibles` is the capacity), so that reservations, which
+    need the event's price, date and limits, keep working without Redis."""
+    try:
+        doc = await views.evento(deps.redis, evento_id)
+    except RedisError as err:
+        doc = await deps.from_log.evento(evento_id, err)
+        if doc is None:
+            raise EventoNoEncontrado(evento_id) from None
+        response = cached_json(request, doc, 0)
+        response.headers.update({"Cache-Control": "no-store", SOURCE_HEADER: "log"})
+        return response
     if doc is None:
         raise EventoNoEncontrado(evento_id)
     return cached_json(request, doc, deps.cache_max_age)

@@ -24,6 +24,7 @@ from services.events import keys
 from services.events.api import router
 from services.events.deps import Deps
 from services.events.handlers import WriteDeps
+from services.events.log_fallback import LogFallback
 from services.events.projections import (
     CatalogProjection,
     DashboardProjection,
@@ -84,10 +85,10 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         app.state.verifier = await infra.token_verifier(session)
         # A new event is answered once it is in the catalog and in its organizer's list (both from EVENTOS).
         visible = AllOf((runners[0], runners[2]))
-        write = WriteDeps(
-            EventStore(infra.js, EVENTOS), visible, clock, settings.read_your_writes_timeout, infra.pseudonymizer()
-        )
-        app.state.deps = Deps(write, ReadModelRedis(infra.redis, generation), cache_max_age)
+        events = EventStore(infra.js, EVENTOS)
+        write = WriteDeps(events, visible, clock, settings.read_your_writes_timeout, infra.pseudonymizer())
+        read_model = ReadModelRedis(infra.redis, generation)
+        app.state.deps = Deps(write, read_model, cache_max_age, LogFallback(events))
         app.state.runners = runners
         app.state.generation = generation
         infra.start_projections()

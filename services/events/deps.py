@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from eventflow.generations import ReadModelRedis
 from services.events.handlers import WriteDeps
+from services.events.log_fallback import LogFallback
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,7 @@ class Deps:
     write: WriteDeps
     redis: ReadModelRedis  # reads the events family's current generation
     cache_max_age: int
+    from_log: LogFallback  # GET by id while the read model cannot answer
 
 
 def get_deps(request: Request) -> Deps:
