@@ -150,17 +150,21 @@ async def test_an_event_the_client_was_told_failed_never_appears_later(tmp_path:
             assert failed["nombre"] not in await event_names(servers.settings())
 
 
-async def test_reservations_keep_working_while_redis_is_down(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fault", ["killed", "hung"])
+async def test_reservations_keep_working_while_redis_is_down(tmp_path: Path, fault: str) -> None:
     """The chain gets the user and the event from the log (users `_existe`, events services/events/log_fallback.py),
-    the saga needs only NATS; once Redis is back the read models catch up with the sale made without it."""
+    the saga needs only NATS; once Redis is back the read models catch up with the sale made without it. Killed:
+    refused connections; hung (SIGSTOP): every Redis command waits for the client's socket timeout."""
     with running_servers(tmp_path) as servers:
+        redis = servers.redis
+        down, back = {"killed": (redis.kill, redis.start_again), "hung": (redis.pause, redis.resume)}[fault]
         async with platform(servers.settings()) as settings:
             catalog = Catalog(settings)
             try:
                 buyer = await catalog.usuario()
                 evento_id = await catalog.evento(aforo=5)
                 async with api_client(reservations_app(settings)) as reservations:
-                    servers.redis.kill()
+                    down()
                     try:
                         answer = await asyncio.wait_for(
                             reservations.post(
@@ -171,7 +175,7 @@ async def test_reservations_keep_working_while_redis_is_down(tmp_path: Path) -> 
                             GUARD_S,
                         )
                     finally:
-                        servers.redis.start_again()
+                        back()
                     assert answer.status_code == 201, answer.text
                     assert answer.json()["estado"] == "confirmada"
                     reserva_id = answer.json()["id"]
