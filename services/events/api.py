@@ -122,19 +122,24 @@ async def crear(body: EventoIn, caller: Organizer, deps: DepsDep, idempotency_ke
 async def leer(request: Request, evento_id: Annotated[str, Path(max_length=64)], deps: DepsDep) -> Response:
     """From the read model. With Redis unreachable, folded from the event log instead (header `EventFlow-Source:
     log`, not cacheable: no sales counted, so `entradas_disponibles` is the capacity), so that reservations, which
-    need the event's price, date and limits, keep working without Redis."""
-    try:
-        doc = await views.evento(deps.redis, evento_id)
-    except RedisError as err:
-        doc = await deps.from_log.evento(evento_id, err)
-        if doc is None:
-            raise EventoNoEncontrado(evento_id) from None
-        response = cached_json(request, doc, 0)
-        response.headers.update({"Cache-Control": "no-store", SOURCE_HEADER: "log"})
-        return response
+    need the event's price, date and limits, keep working without Redis. After a Redis failure the log answers
+    alone for a moment (eventflow.breaker): a hung Redis costs its timeout once, not on every read."""
+    if not deps.read_model_breaker.open:
+        try:
+            doc = await views.evento(deps.redis, evento_id)
+        except RedisError as err:
+            deps.read_model_breaker.failed()
+            deps.from_log.warn(err)
+        else:
+            if doc is None:
+                raise EventoNoEncontrado(evento_id)
+            return cached_json(request, doc, deps.cache_max_age)
+    doc = await deps.from_log.evento(evento_id)
     if doc is None:
         raise EventoNoEncontrado(evento_id)
-    return cached_json(request, doc, deps.cache_max_age)
+    response = cached_json(request, doc, 0)
+    response.headers.update({"Cache-Control": "no-store", SOURCE_HEADER: "log"})
+    return response
 
 
 @router.get("", response_model=PaginaOut)

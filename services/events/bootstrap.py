@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from eventflow.breaker import Breaker
 from eventflow.config import Settings
 from eventflow.eventstore import EventStore
 from eventflow.generations import Generation, ReadModelRedis
@@ -62,10 +63,11 @@ def _now() -> datetime:
 
 
 def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
-    """Overrides (for tests): `clock` (() -> aware datetime), `cache_max_age` (seconds)."""
+    """Overrides (for tests): `clock` (() -> aware datetime), `cache_max_age` (seconds), `read_model_breaker`."""
     settings = settings or Settings()
     clock: Callable[[], datetime] = overrides.pop("clock", _now)
     cache_max_age: int = overrides.pop("cache_max_age", CACHE_MAX_AGE_S)
+    breaker: Breaker = overrides.pop("read_model_breaker", None) or Breaker()
     if overrides:
         raise TypeError(f"unknown overrides: {sorted(overrides)}")
     holder: dict[str, Infrastructure] = {}
@@ -88,7 +90,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         events = EventStore(infra.js, EVENTOS)
         write = WriteDeps(events, visible, clock, settings.read_your_writes_timeout, infra.pseudonymizer())
         read_model = ReadModelRedis(infra.redis, generation)
-        app.state.deps = Deps(write, read_model, cache_max_age, LogFallback(events))
+        app.state.deps = Deps(write, read_model, cache_max_age, LogFallback(events), breaker)
         app.state.runners = runners
         app.state.generation = generation
         infra.start_projections()

@@ -44,9 +44,8 @@ class LogFallback:
         self._in_flight: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
         self._last_warning = 0.0
 
-    async def evento(self, evento_id: str, why: Exception) -> dict[str, Any] | None:
+    async def evento(self, evento_id: str) -> dict[str, Any] | None:
         """The event's document with no sales counted, or None when the log has no such event."""
-        self._warn(why)
         if not es_evento_id(evento_id):  # never a subject wildcard (`>`, `*`) or token the log would misread
             return None
         doc = self._cache.get(evento_id)
@@ -83,7 +82,8 @@ class LogFallback:
         while len(self._cache) > self.max_cached:
             self._cache.popitem(last=False)
 
-    def _warn(self, why: Exception) -> None:
+    def warn(self, why: Exception) -> None:
+        """Logged at most every WARN_EVERY_S: during an outage every read would log it."""
         now = time.monotonic()
         if now - self._last_warning > WARN_EVERY_S:
             self._last_warning = now

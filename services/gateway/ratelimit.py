@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from eventflow.breaker import Breaker
+
 log = logging.getLogger(__name__)
 PAUSE_AFTER_FAILURE_S = 5.0
 
@@ -64,23 +66,22 @@ class RateLimiter:
         self.rate = rate_per_s
         self.burst = burst
         self.prefix = prefix
-        self.pause_s = pause_s
         self.clock = clock
+        self.breaker = Breaker(pause_s, clock)
         self._script = redis.register_script(TOKEN_BUCKET)
         self._last_warning = 0.0
-        self._paused_until = 0.0
 
     @property
     def enabled(self) -> bool:
         return self.rate > 0
 
     async def take(self, client: str) -> Decision:
-        if not self.enabled or self.clock() < self._paused_until:
+        if not self.enabled or self.breaker.open:
             return Decision(True)
         try:
             allowed, wait_ms = await self._script(keys=[f"{self.prefix}:{client}"], args=[self.rate, self.burst])
         except RedisError as err:
-            self._paused_until = self.clock() + self.pause_s
+            self.breaker.failed()
             self._warn(err)
             return Decision(True)
         if int(allowed):

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from eventflow.auth import ORGANIZADOR
+from eventflow.breaker import Breaker
 from eventflow.errors import Unavailable
 from eventflow.eventstore import NewEvent, StoredEvent
 from services.events.bootstrap import create_app
@@ -31,10 +32,11 @@ GUARD_S = 30.0  # only so that a hang fails the test instead of the run
 
 
 @asynccontextmanager
-async def events_service(servers: Servers) -> AsyncIterator[httpx.AsyncClient]:
+async def events_service(servers: Servers, breaker: Breaker | None = None) -> AsyncIterator[httpx.AsyncClient]:
     """The events service as an organizer calls it (the real users service issues the token)."""
     settings = servers.settings()
-    async with api_client(users_app(settings)) as users, api_client(create_app(settings)) as events:
+    app = create_app(settings, read_model_breaker=breaker)
+    async with api_client(users_app(settings)) as users, api_client(app) as events:
         events.headers.update((await con_rol(users, ORGANIZADOR)).headers)
         yield events
 
@@ -91,6 +93,27 @@ async def test_a_read_by_id_with_redis_hung_is_folded_from_the_log(tmp_path: Pat
     assert read.json() == created.json()
 
 
+async def test_after_a_redis_failure_the_log_answers_alone_until_the_pause_ends(tmp_path: Path) -> None:
+    """A hung Redis would cost every read its socket timeout: after one failure, reads skip Redis for a while."""
+    now = [1_000.0]
+    breaker = Breaker(pause_s=2.0, clock=lambda: now[0])
+    with running_servers(tmp_path) as servers:
+        async with events_service(servers, breaker) as events:
+            created = await events.post("/api/eventos", json=evento_body(nombre=unique("Pausa ")))
+            assert created.status_code == 201, created.text
+            url = f"/api/eventos/{created.json()['id']}"
+            servers.redis.kill()
+            try:
+                failed = await asyncio.wait_for(events.get(url), GUARD_S)
+            finally:
+                servers.redis.start_again()
+            during_pause = await events.get(url)  # Redis is back, but not asked yet
+            now[0] += 2.1
+            after_pause = await events.get(url)
+    assert [r.headers.get("eventflow-source") for r in (failed, during_pause, after_pause)] == ["log", "log", None]
+    assert failed.json() == during_pause.json() == after_pause.json() == created.json()
+
+
 class GatedLog:
     """An EventLog whose loads wait for `opened` and are counted: the fallback's bounds are about how often it
     reads the log, which the real store cannot be asked."""
@@ -117,14 +140,13 @@ async def test_the_fallback_reads_each_event_from_the_log_once_and_bounds_the_re
     log = GatedLog()
     fallback = LogFallback(log, max_in_flight=1)
     hot, other = str(uuid.uuid4()), str(uuid.uuid4())
-    why = ConnectionError("redis down")
-    readers = [asyncio.create_task(fallback.evento(hot, why)) for _ in range(20)]
+    readers = [asyncio.create_task(fallback.evento(hot)) for _ in range(20)]
     await log.entered.wait()
     with pytest.raises(Unavailable):  # a second event while the one read allowed is in flight: 503, not a queue
-        await fallback.evento(other, why)
+        await fallback.evento(other)
     log.opened.set()
     docs = await asyncio.gather(*readers)
     assert {d["id"] for d in docs} == {hot} and docs[0]["entradas_disponibles"] == 100
-    assert (await fallback.evento(hot, why)) == docs[0]
-    assert await fallback.evento("not-an-id", why) is None
+    assert (await fallback.evento(hot)) == docs[0]
+    assert await fallback.evento("not-an-id") is None
     assert log.loads == [hot], "one read for twenty concurrent readers and a later one; none for a malformed id"
