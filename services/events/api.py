@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
 
 from eventflow.auth import ADMIN, ORGANIZADOR, Caller, Principal, Prohibido, con_rol
 from eventflow.eventstore import OutcomeUnknown
@@ -17,6 +18,7 @@ from services.events.deps import DepsDep
 from services.events.documents import documento, with_availability
 from services.events.domain import CrearEvento, EventoNoEncontrado, Seccion
 from services.events.handlers import crear_evento
+from services.events.log_fallback import SOURCE_HEADER
 from services.events.rules import filtro
 
 router = APIRouter(prefix="/api/eventos", tags=["eventos"])
@@ -122,10 +124,26 @@ async def crear(body: EventoIn, caller: Organizer, deps: DepsDep, idempotency_ke
 # Reads are public: they take no caller, so a token sent along (valid or not) is neither checked nor needed.
 @router.get("/{evento_id}", response_model=EventoOut)
 async def leer(request: Request, evento_id: Annotated[str, Path(max_length=64)], deps: DepsDep) -> Response:
-    doc = await views.evento(deps.redis, evento_id)
+    """From the read model. With Redis unreachable, folded from the event log instead (header `EventFlow-Source:
+    log`, not cacheable: no sales counted, so `entradas_disponibles` is the capacity), so that reservations, which
+    need the event's price, date and limits, keep working without Redis. After a Redis failure the log answers
+    alone for a moment (eventflow.breaker): a hung Redis costs its timeout once, not on every read."""
+    if not deps.read_model_breaker.open:
+        try:
+            doc = await views.evento(deps.redis, evento_id)
+        except RedisError as err:
+            deps.read_model_breaker.failed()
+            deps.from_log.warn(err)
+        else:
+            if doc is None:
+                raise EventoNoEncontrado(evento_id)
+            return cached_json(request, doc, deps.cache_max_age)
+    doc = await deps.from_log.evento(evento_id)
     if doc is None:
         raise EventoNoEncontrado(evento_id)
-    return cached_json(request, doc, deps.cache_max_age)
+    response = cached_json(request, doc, 0)
+    response.headers.update({"Cache-Control": "no-store", SOURCE_HEADER: "log"})
+    return response
 
 
 @router.get("", response_model=PaginaOut)

@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from eventflow.breaker import Breaker
 from eventflow.config import Settings
 from eventflow.eventstore import EventStore
 from eventflow.generations import Generation, ReadModelRedis
@@ -24,6 +25,7 @@ from services.events import keys
 from services.events.api import router
 from services.events.deps import Deps
 from services.events.handlers import WriteDeps
+from services.events.log_fallback import LogFallback
 from services.events.projections import (
     CatalogProjection,
     DashboardProjection,
@@ -61,10 +63,11 @@ def _now() -> datetime:
 
 
 def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
-    """Overrides (for tests): `clock` (() -> aware datetime), `cache_max_age` (seconds)."""
+    """Overrides (for tests): `clock` (() -> aware datetime), `cache_max_age` (seconds), `read_model_breaker`."""
     settings = settings or Settings()
     clock: Callable[[], datetime] = overrides.pop("clock", _now)
     cache_max_age: int = overrides.pop("cache_max_age", CACHE_MAX_AGE_S)
+    breaker: Breaker = overrides.pop("read_model_breaker", None) or Breaker()
     if overrides:
         raise TypeError(f"unknown overrides: {sorted(overrides)}")
     holder: dict[str, Infrastructure] = {}
@@ -84,10 +87,10 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         app.state.verifier = await infra.token_verifier(session)
         # A new event is answered once it is in the catalog and in its organizer's list (both from EVENTOS).
         visible = AllOf((runners[0], runners[2]))
-        write = WriteDeps(
-            EventStore(infra.js, EVENTOS), visible, clock, settings.read_your_writes_timeout, infra.pseudonymizer()
-        )
-        app.state.deps = Deps(write, ReadModelRedis(infra.redis, generation), cache_max_age)
+        events = EventStore(infra.js, EVENTOS)
+        write = WriteDeps(events, visible, clock, settings.read_your_writes_timeout, infra.pseudonymizer())
+        read_model = ReadModelRedis(infra.redis, generation)
+        app.state.deps = Deps(write, read_model, cache_max_age, LogFallback(events), breaker)
         app.state.runners = runners
         app.state.generation = generation
         infra.start_projections()

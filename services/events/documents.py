@@ -10,7 +10,13 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from eventflow.contracts import LIMITE_POR_USUARIO_PREDETERMINADO, MAX_POR_SOLICITUD_PREDETERMINADO, EventoCreadoData
+from eventflow.contracts import (
+    EVENTO_CREADO,
+    LIMITE_POR_USUARIO_PREDETERMINADO,
+    MAX_POR_SOLICITUD_PREDETERMINADO,
+    EventoCreadoData,
+)
+from eventflow.eventstore import StoredEvent
 from services.events import keys
 
 LIMITES_PREDETERMINADOS = {
@@ -41,6 +47,14 @@ def documento(evento_id: str, data: EventoCreadoData) -> dict[str, Any]:
         # Who created it (the reservations service lets them read its reservations); None before accounts.
         "organizador_id": data.get("organizador_id"),
     }
+
+
+def documento_creado(event: StoredEvent) -> dict[str, Any] | None:
+    """The document an EventoCreado makes, None for any other event: what the catalog projection stores and what
+    a read folded from the log answers (services/events/log_fallback.py), so the two cannot drift apart."""
+    if event.type != EVENTO_CREADO:
+        return None
+    return documento(event.aggregate_id, event.data)  # type: ignore[arg-type]
 
 
 def date_score(fecha: str) -> float:

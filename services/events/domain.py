@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -23,6 +24,14 @@ def evento_id_para(ids: Ids, organizador_id: str, idempotency_key: str) -> str:
     """The append with expected_version 0 to this id is the idempotency claim. Keyed (HMAC) and per organizer:
     nobody can compute another organizer's event id from a key they saw, or claim it first."""
     return ids.id_for("evento", f"{organizador_id}:{idempotency_key}")
+
+
+def es_evento_id(texto: str) -> bool:
+    """Event ids are canonical UUIDs (random, or keyed from an Idempotency-Key); anything else names no event."""
+    try:
+        return str(uuid.UUID(texto)) == texto
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from redis.asyncio.client import Pipeline
 from eventflow.contracts import EVENTO_CREADO, RESERVA_CANCELADA, RESERVA_CONFIRMADA
 from eventflow.eventstore import StoredEvent
 from services.events import keys
-from services.events.documents import date_score, documento
+from services.events.documents import date_score, documento_creado
 from services.events.text import prefixes
 
 CANCELLED = "x"  # tombstone in events:orders: a replayed confirmation of a cancelled order stays cancelled
@@ -39,9 +39,9 @@ class CatalogProjection:
         return CatalogProjection(generation)
 
     async def apply(self, event: StoredEvent, redis: Redis, tx: Pipeline) -> None:
-        if event.type != EVENTO_CREADO:
+        doc = documento_creado(event)
+        if doc is None:
             return
-        doc = documento(event.aggregate_id, event.data)  # type: ignore[arg-type]
         score = date_score(doc["fecha"])
         member = {event.aggregate_id: score}
         tx.set(self.keys.doc(event.aggregate_id), orjson.dumps(doc))

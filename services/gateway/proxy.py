@@ -48,6 +48,7 @@ RESPONSE_HEADERS = (
     "content-disposition",  # a ticket's PDF is a download
     "x-content-type-options",
     "x-accel-buffering",
+    "eventflow-source",  # "log": an event read while Redis was down (services/events/log_fallback.py)
 )
 EVENT_STREAM = "text/event-stream"
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from eventflow.breaker import Breaker
+
 log = logging.getLogger(__name__)
+PAUSE_AFTER_FAILURE_S = 5.0
 
 # Refill by elapsed server time (TIME: every replica shares one clock), take one token if there is one.
 # Returns {allowed, milliseconds until a token is available}.
@@ -44,12 +48,26 @@ class Decision:
 
 
 class RateLimiter:
-    """Fails open: Redis is the AP side, and losing it must not take the whole API down with it."""
+    """Fails open: Redis is the AP side, and losing it must not take the whole API down with it.
 
-    def __init__(self, redis: Redis, rate_per_s: float, burst: int, prefix: str = "ratelimit") -> None:
+    After a failure it lets requests through without asking Redis for `pause_s`, then asks again: a hung Redis
+    costs the client's socket timeout once per pause, not on every request (reservations included).
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        rate_per_s: float,
+        burst: int,
+        prefix: str = "ratelimit",
+        pause_s: float = PAUSE_AFTER_FAILURE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.rate = rate_per_s
         self.burst = burst
         self.prefix = prefix
+        self.clock = clock
+        self.breaker = Breaker(pause_s, clock)
         self._script = redis.register_script(TOKEN_BUCKET)
         self._last_warning = 0.0
 
@@ -58,11 +76,12 @@ class RateLimiter:
         return self.rate > 0
 
     async def take(self, client: str) -> Decision:
-        if not self.enabled:
+        if not self.enabled or self.breaker.open:
             return Decision(True)
         try:
             allowed, wait_ms = await self._script(keys=[f"{self.prefix}:{client}"], args=[self.rate, self.burst])
         except RedisError as err:
+            self.breaker.failed()
             self._warn(err)
             return Decision(True)
         if int(allowed):
@@ -70,7 +89,7 @@ class RateLimiter:
         return Decision(False, max(1, math.ceil(int(wait_ms) / 1000)))
 
     def _warn(self, err: Exception) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if now - self._last_warning > 10:
             self._last_warning = now
             log.warning("rate limiter unavailable; letting requests through", extra={"error": type(err).__name__})

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from eventflow.auth import ADMIN, COMPRADOR, ROLES, Caller, Principal, con_rol
+from eventflow.breaker import Breaker
 from eventflow.responses import JsonResponse
 from services.users import borrado, exportacion, handlers, views
 from services.users import identidad as auth_handlers
@@ -101,7 +102,13 @@ def get_identidad(request: Request) -> auth_handlers.Identidad:
     return identidad
 
 
+def get_breaker(request: Request) -> Breaker:
+    breaker: Breaker = request.app.state.read_model_breaker
+    return breaker
+
+
 Deps = Annotated[handlers.Dependencias, Depends(get_deps)]
+BreakerDep = Annotated[Breaker, Depends(get_breaker)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 IdentidadDep = Annotated[auth_handlers.Identidad, Depends(get_identidad)]
 
@@ -229,23 +236,28 @@ async def obtener(
 
 
 @router.get("/{usuario_id}/existe", status_code=204)
-async def existe(usuario_id: str, caller: Caller, redis: RedisDep, identidad: IdentidadDep) -> Response:
+async def existe(
+    usuario_id: str, caller: Caller, redis: RedisDep, identidad: IdentidadDep, breaker: BreakerDep
+) -> Response:
     """For our services (the reservation chain): whether the user exists, without any of their personal data."""
     if not (caller.es_servicio or caller.es_admin or auth_handlers.usuario_local(caller, identidad) == usuario_id):
         raise UsuarioNoEncontrado(usuario_id)
-    if not await _existe(redis, identidad, usuario_id):
+    if not await _existe(redis, identidad, usuario_id, breaker):
         raise UsuarioNoEncontrado(usuario_id)
     return Response(status_code=204)
 
 
-async def _existe(redis: Redis, identidad: auth_handlers.Identidad, usuario_id: str) -> bool:
+async def _existe(redis: Redis, identidad: auth_handlers.Identidad, usuario_id: str, breaker: Breaker) -> bool:
     """The read model first (one EXISTS); on a miss or with Redis down, the log on the CP side: a user who
-    registered a moment ago is not projected yet, and must be able to buy at once; an erased one never can."""
-    try:
-        if await views.existe(redis, usuario_id):
-            return True
-    except RedisError:
-        pass
+    registered a moment ago is not projected yet, and must be able to buy at once; an erased one never can.
+    After a Redis failure the log answers alone for a moment (eventflow.breaker): a hung Redis costs its timeout
+    once, not on every reservation."""
+    if not breaker.open:
+        try:
+            if await views.existe(redis, usuario_id):
+                return True
+        except RedisError:
+            breaker.failed()
     return await auth_handlers.registrado_y_vigente(identidad.usuarios, usuario_id)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from eventflow import keys
+from eventflow.breaker import Breaker
 from eventflow.claims import UniquenessClaims
 from eventflow.config import Settings
 from eventflow.contracts import EVENTO_CREADO
@@ -51,7 +52,7 @@ def read_models() -> list[tuple[StreamSpec, Projection]]:
 
 def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
     """Overrides: `claim_stale_after`, `write_deadline` (seconds), `event_store` (an EventLog), `throttle_redis`
-    (the sign-in throttle's own Redis client, e.g. one whose server is gone)."""
+    (the sign-in throttle's own Redis client, e.g. one whose server is gone), `read_model_breaker`."""
     settings = settings or Settings()
     infra: list[Infrastructure] = []
 
@@ -70,6 +71,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
             app.state.deps = await _dependencies(connected, generation, overrides)
             app.state.identidad = await _identidad(connected, app.state.deps, overrides)
             app.state.redis = ReadModelRedis(connected.redis, generation)
+            # The existence check skips Redis for a while after a failure (eventflow.breaker).
+            app.state.read_model_breaker = overrides.get("read_model_breaker") or Breaker()
             app.state.info_evento = _info_evento(EventStore(connected.js, EVENTOS))
             app.state.runners = {r.projection.name: r for r in connected.runners}
             app.state.generation = generation

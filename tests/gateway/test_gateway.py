@@ -90,6 +90,7 @@ async def test_returns_status_body_and_chosen_headers(gateway: httpx.AsyncClient
     assert response.headers["retry-after"] == "3"
     assert response.headers["idempotency-key"] == "generated-key"  # a key the service made up for the client
     assert response.headers["www-authenticate"] == 'Bearer realm="eventflow"'  # a 401's challenge reaches the client
+    assert response.headers["eventflow-source"] == "log"  # an event read from the log while Redis is down says so
     assert "x-internal-secret" not in response.headers
     assert response.headers.get_list("x-request-id") == [response.json()["headers"]["x-request-id"]]
 

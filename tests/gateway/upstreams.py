@@ -44,6 +44,7 @@ def echo_app(name: str) -> FastAPI:
             "retry-after": "3",
             "idempotency-key": "generated-key",
             "www-authenticate": 'Bearer realm="eventflow"',
+            "eventflow-source": "log",
             "x-internal-secret": "never leaves the cluster",
         }
         return JSONResponse(received, status_code=int(request.query_params.get("status", 200)), headers=headers)

@@ -5,11 +5,16 @@ from __future__ import annotations
 import uuid
 
 import pytest
+import redis.asyncio as aioredis
 
+from eventflow.breaker import Breaker
 from eventflow.generations import read_generation
+from services.users.bootstrap import create_app
 from services.users.projections import doc_key
 from tests.users import factories
 from tests.users.signed_in import admin_headers, registered
+from tests.utils.app import api_client
+from tests.utils.servers import running_servers
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -226,3 +231,32 @@ async def test_a_user_not_projected_yet_exists_for_the_reservation_chain(app, cl
     assert (await client.get(f"/api/usuarios/{usuario_id}/existe", headers=boss)).status_code == 204
     unknown = str(uuid.uuid4())
     assert (await client.get(f"/api/usuarios/{unknown}/existe", headers=boss)).status_code == 404
+
+
+async def test_after_a_redis_failure_the_existence_check_asks_only_the_log_until_the_pause_ends(tmp_path) -> None:
+    """A hung Redis would cost every reservation's user check its socket timeout: after one failure the check skips
+    Redis for a while. Seen with an id only the read model knows (a document with no account behind it)."""
+    now = [1_000.0]
+    breaker = Breaker(pause_s=2.0, clock=lambda: now[0])
+    with running_servers(tmp_path) as servers:
+        async with api_client(create_app(servers.settings(), read_model_breaker=breaker)) as client:
+            boss = await admin_headers(client)
+            user, _ = await registered(client)
+            solo_en_redis = str(uuid.uuid4())
+            servers.redis.kill()
+            try:
+                with_redis_down = await client.get(f"/api/usuarios/{user['id']}/existe", headers=boss)
+            finally:
+                servers.redis.start_again()
+            redis = aioredis.Redis.from_url(servers.redis.url)
+            try:
+                await redis.set(doc_key(solo_en_redis, 0), "{}")
+            finally:
+                await redis.aclose()
+            url = f"/api/usuarios/{solo_en_redis}/existe"
+            during_pause = await client.get(url, headers=boss)
+            now[0] += 2.1
+            after_pause = await client.get(url, headers=boss)
+    assert with_redis_down.status_code == 204, "the log knows the user"
+    assert during_pause.status_code == 404, "Redis was asked during the pause"
+    assert after_pause.status_code == 204, "the pause is over: the read model is asked again"
