@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from eventflow.auth import Caller, Principal, Prohibido
+from eventflow.eventstore import OutcomeUnknown
 from eventflow.responses import JsonResponse
 from services.reservations import entradas, handlers, mias
 from services.reservations.domain import CancelarReserva, ReservarEntradas, Saga, Tarjeta, reserva_id_para
@@ -121,7 +122,10 @@ async def reservar(
         idempotency_key=key,
         reserva_id=reserva_id_para(deps.ids, usuario_id, key),
     )
-    saga, created = await handlers.reservar(cmd, deps)
+    try:
+        saga, created = await handlers.reservar(cmd, deps)
+    except OutcomeUnknown as unknown:
+        raise unknown.located(f"/api/reservas/{unknown.aggregate_id}") from None
     saga = await handlers.esperar(saga, deps, request.app.state.espera_s)
     return await _answer(saga, request, caller, 201 if created else 200, {"Idempotency-Key": key})
 

@@ -20,8 +20,8 @@ from nats.js.kv import KeyValue
 
 from eventflow.contracts import RESERVA_CANCELADA, RESERVA_CONFIRMADA, RESERVA_RECHAZADA
 from eventflow.errors import Unavailable
-from eventflow.eventstore import WRONG_LAST_SEQUENCE, EventStore
-from eventflow.jetstream import ensure_bucket
+from eventflow.eventstore import WRONG_LAST_SEQUENCE, EventStore, OutcomeUnknown
+from eventflow.jetstream import NatsUnreachable, ensure_bucket, require_connection
 from eventflow.retry import retry_by_time
 from services.reservations.domain import Estado, Saga
 
@@ -60,13 +60,29 @@ class SagaStore:
         return cls(js, await ensure_bucket(js, bucket, replicas), bucket)
 
     async def create(self, saga: Saga) -> None:
+        """NatsUnreachable when no attempt went out (nothing can start later: no reconnect buffer holds it);
+        OutcomeUnknown when one did and no answer came (it may land, and its supervisor would then run it)."""
         value = orjson.dumps(saga.to_doc())
+        sent = False
+
+        async def create_while_connected() -> int:
+            nonlocal sent
+            await require_connection(self.js)  # connected: returns without yielding, so this is the hand-over
+            sent = True
+            return await self.kv.create(saga.reserva_id, value)
+
         try:
             saga.revision = await retry_by_time(
-                lambda: self.kv.create(saga.reserva_id, value), WRITE_RETRY_FOR_S, retry_if=_not_cas
+                create_while_connected,
+                WRITE_RETRY_FOR_S,
+                retry_if=lambda err: _not_cas(err) and not isinstance(err, NatsUnreachable),
             )
         except KeyWrongLastSequenceError:
             saga.revision = await self._ours_after_ambiguous_write(saga.reserva_id, value, SagaYaExiste)
+        except Exception as err:
+            if sent and _not_cas(err):
+                raise OutcomeUnknown(saga.reserva_id) from err
+            raise
         saga.persistido = value
 
     async def save(self, saga: Saga) -> None:
@@ -121,6 +137,7 @@ class SagaStore:
 
     async def get(self, reserva_id: str) -> Saga | None:
         """The saga in flight (or waiting for an operator); None once finished (see ReservationArchive)."""
+        await require_connection(self.js)  # NATS away: a 503 now, not after the request's whole timeout
         try:
             entry = await self.kv.get(reserva_id)
         except KeyNotFoundError:

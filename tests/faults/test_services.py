@@ -22,7 +22,7 @@ from fastapi import FastAPI
 
 from eventflow.auth import ORGANIZADOR
 from eventflow.config import Settings
-from eventflow.jetstream import EVENTOS, connect
+from eventflow.jetstream import EVENTOS, connect, is_connected
 from services.events.bootstrap import create_app as events_app
 from services.gateway.bootstrap import create_app as gateway_app
 from services.gateway.config import GatewaySettings
@@ -194,6 +194,51 @@ async def test_a_sign_up_refused_while_nats_is_down_answers_503_and_leaves_nothi
                 assert time.monotonic() < deadline, created.text
                 await asyncio.sleep(0.2)
             assert created.status_code == 201, created.text
+
+
+async def test_a_reservation_refused_while_nats_is_down_never_runs_later(tmp_path: Path) -> None:
+    """NATS goes down after the chain passed, before the saga is created. The buyer told 503 is never charged
+    later: no saga waits in a reconnect buffer to be created and run once NATS is back. The same request then
+    runs once, as a new reservation (201, not the 200 of a reservation found)."""
+    with running_servers(tmp_path) as servers:
+        async with platform(servers.settings()) as settings:
+            catalog = Catalog(settings)
+            try:
+                buyer = await catalog.usuario()
+                evento_id = await catalog.evento(aforo=5)
+                headers = {**catalog.headers(buyer), "Idempotency-Key": uuid.uuid4().hex}
+                app = reservations_app(settings)
+                async with api_client(app) as reservations:
+                    chain = app.state.deps.cadena
+                    passes = chain.manejar
+
+                    async def pass_then_lose_nats(solicitud: Any) -> Any:
+                        passed = await passes(solicitud)
+                        servers.nats.stop()
+                        while is_connected(app.state.deps.store.js):  # noqa: ASYNC110 (the client's own view)
+                            await asyncio.sleep(0.01)
+                        return passed
+
+                    chain.manejar = pass_then_lose_nats
+                    try:
+                        refused = await asyncio.wait_for(
+                            reservations.post("/api/reservar", json=reserva(buyer, evento_id), headers=headers),
+                            REFUSED_WITHIN_S,
+                        )
+                    finally:
+                        chain.manejar = passes
+                        servers.nats.start_again()
+                    assert_retry_later(refused)
+                    assert refused.json()["type"] == "/problems/unavailable", refused.text  # not even sent
+                    deadline = time.monotonic() + GUARD_S
+                    while (again := await reservations.post(
+                        "/api/reservar", json=reserva(buyer, evento_id), headers=headers
+                    )).status_code == 503:  # fmt: skip
+                        assert time.monotonic() < deadline, again.text
+                        await asyncio.sleep(0.2)
+                    assert again.status_code == 201, again.text  # created now: nothing had been stored before
+            finally:
+                await catalog.aclose()
 
 
 @pytest.mark.parametrize("fault", ["killed", "hung"])
