@@ -62,10 +62,12 @@ class CheckinStore:
     async def open(cls, js: JetStreamContext, replicas: int = 1) -> CheckinStore:
         return cls(js, await ensure_bucket(js, BUCKET, replicas))
 
-    async def registrar(self, evento_id: str, ticket_id: str, por: str) -> Entrada:
+    async def registrar(self, evento_id: str, ticket_id: str, por: str, escaneo: str | None = None) -> Entrada:
+        """`escaneo`: the door's id for this scan (its Idempotency-Key). A door that resends a scan whose answer
+        it lost (the offline queue does) gets the first answer again, not "already used" for the entry it made."""
         key = f"{evento_id}.{ticket_id}"
         en = datetime.now(UTC).isoformat()
-        value = orjson.dumps({"en": en, "por": por, "n": secrets.token_hex(8)})
+        value = orjson.dumps({"en": en, "por": por, "n": secrets.token_hex(8), "escaneo": escaneo})
         try:
             await retry_by_time(lambda: self.kv.create(key, value), RETRY_FOR_S, retry_if=_transient)
             return Entrada(True, en, por)
@@ -75,7 +77,10 @@ class CheckinStore:
         if stored.value == value:  # our first attempt had landed; its answer was lost
             return Entrada(True, en, por)
         doc = orjson.loads(stored.value or b"{}")
-        return Entrada(False, str(doc.get("en", "")), str(doc.get("por", "")), anulada=bool(doc.get("anulada")))
+        first_en, first_por = str(doc.get("en", "")), str(doc.get("por", ""))
+        if escaneo is not None and doc.get("escaneo") == escaneo and first_por == por:
+            return Entrada(True, first_en, first_por)  # the same scan again: the entry it made
+        return Entrada(False, first_en, first_por, anulada=bool(doc.get("anulada")))
 
     async def anular(self, evento_id: str, ticket_id: str) -> str | None:
         """Void the ticket before its reservation is cancelled: None when voided (now or before), or the time of

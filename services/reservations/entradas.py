@@ -109,8 +109,11 @@ async def anular_entradas(saga: Saga, deps: EntradasDeps) -> None:
             raise ReservaConEntradasUsadas(usada_en)
 
 
-async def validar(texto: str, caller: Principal, deps: EntradasDeps, puerta_de: str | None = None) -> dict[str, Any]:
-    """The door's decision on one scanned code (see the module's docstring for the order)."""
+async def validar(
+    texto: str, caller: Principal, deps: EntradasDeps, puerta_de: str | None = None, escaneo: str | None = None
+) -> dict[str, Any]:
+    """The door's decision on one scanned code (see the module's docstring for the order); `escaneo` makes a
+    resent scan answer as the first time."""
     leido = leer_codigo(texto)
     ticket = leido.ticket
     if not EVENTO_ID.match(ticket.evento_id) or not await deps.claves.verifica(
@@ -130,7 +133,7 @@ async def validar(texto: str, caller: Principal, deps: EntradasDeps, puerta_de: 
         raise CodigoInvalido("The ticket does not match its reservation.")
     if not tiene_entradas(saga):
         raise EntradaAnulada(ticket)
-    entrada = await deps.checkins.registrar(ticket.evento_id, ticket.id, caller.sub)
+    entrada = await deps.checkins.registrar(ticket.evento_id, ticket.id, caller.sub, escaneo)
     if entrada.anulada:
         raise EntradaAnulada(ticket)  # its cancellation voided it first
     if not entrada.primera:

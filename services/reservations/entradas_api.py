@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +32,9 @@ from services.reservations.tickets import Ticket, codigo, tickets_de, tiene_entr
 router = APIRouter(tags=["entradas"])
 NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 Portero = Annotated[Principal, Depends(con_rol(CONTROL, ORGANIZADOR, ADMIN))]
+
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)]
 
 
 class CheckinIn(BaseModel):
@@ -93,9 +96,10 @@ async def _pdf_response(pares: list[tuple[Ticket, str]], saga: Saga, deps: Deps,
 
 
 @router.post("/api/checkin", response_model=None)
-async def checkin(body: CheckinIn, caller: Portero, deps: Deps) -> Response:
-    """200 on first entry; 409 `ya_usado` (with `primera_entrada_en`) after; 409 `cancelada`; 422 bad signature."""
-    return JsonResponse(await entradas.validar(body.codigo, caller, deps, body.evento_id))
+async def checkin(body: CheckinIn, caller: Portero, deps: Deps, idempotency_key: IdempotencyKey = None) -> Response:
+    """200 on first entry; 409 `ya_usado` (with `primera_entrada_en`) after; 409 `cancelada`; 422 bad signature.
+    The same scan resent by the same account with its Idempotency-Key answers 200 again (the entry it made)."""
+    return JsonResponse(await entradas.validar(body.codigo, caller, deps, body.evento_id, idempotency_key))
 
 
 @router.get("/api/checkin/eventos/{evento_id}", response_model=None)

@@ -178,6 +178,30 @@ async def test_check_in_first_entry_then_already_used_then_bad_codes(doors: Door
     assert counted.json() == {"evento_id": evento, "entradas_validadas": 1}
 
 
+async def test_a_scan_resent_with_its_key_answers_as_the_first_time_and_only_that_scan(doors: Doors) -> None:
+    """The door lost the answer of the scan that let someone in and resends it: "valid" again, the same entry.
+    Any other scan of that ticket (a new key, or the same key from another account) is still "already used"."""
+    usuario = await doors.catalog.usuario()
+    evento = await doors.catalog.evento()
+    ticket = (await doors.comprar(usuario, evento, 1))["tickets"][0]
+    scan = {**doors.control.headers, "Idempotency-Key": key()}
+
+    first = await doors.checkin(ticket["codigo"], scan)
+    resent = await doors.checkin(ticket["codigo"], scan, door=1)
+    assert (first.status_code, resent.status_code) == (200, 200), resent.text
+    assert resent.json()["entrada_en"] == first.json()["entrada_en"]
+
+    other_scan = await doors.checkin(ticket["codigo"], {**doors.control.headers, "Idempotency-Key": key()})
+    assert other_scan.status_code == 409 and other_scan.json()["motivo"] == "ya_usado"
+    other_door = await doors.catalog.con_rol(CONTROL)
+    same_key_elsewhere = await doors.checkin(
+        ticket["codigo"], {**other_door.headers, "Idempotency-Key": scan["Idempotency-Key"]}
+    )
+    assert same_key_elsewhere.status_code == 409, same_key_elsewhere.text
+    counted = await doors.http.get(f"{doors.urls[0]}/api/checkin/eventos/{evento}", headers=doors.control.headers)
+    assert counted.json()["entradas_validadas"] == 1
+
+
 async def test_a_door_for_one_event_refuses_another_events_ticket_and_leaves_it_unused(doors: Doors) -> None:
     usuario = await doors.catalog.usuario()
     manana, hoy = await doors.catalog.evento(), await doors.catalog.evento()

@@ -64,10 +64,12 @@ export async function mostrar() {
     }
   }
 
-  async function enviar(texto) {
+  // Each scan has its own id, sent as the Idempotency-Key and kept with it in the queue: a scan resent after its
+  // answer was lost (the network dropped mid-request) gets "VÁLIDA" again, not "YA USADA" for its own entry.
+  async function enviar(texto, escaneo) {
     try {
       const json = puertaDe ? { codigo: texto, evento_id: puertaDe } : { codigo: texto };
-      const datos = await api("/api/checkin", { method: "POST", json });
+      const datos = await api("/api/checkin", { method: "POST", json, headers: { "Idempotency-Key": escaneo } });
       return { ok: true, datos };
     } catch (err) {
       if (err instanceof ApiError && err.status < 500) return { ok: false, status: err.status, motivo: err.motivo, problema: err.problem };
@@ -78,11 +80,12 @@ export async function mostrar() {
   async function validar(texto) {
     texto = texto.trim();
     if (!texto) return;
-    if (!navigator.onLine || cola().length) { encolar(texto); return; }
-    try { resultado(await enviar(texto)); } catch { encolar(texto); }
+    const escaneo = crypto.randomUUID();
+    if (!navigator.onLine || cola().length) { encolar(texto, escaneo); return; }
+    try { resultado(await enviar(texto, escaneo)); } catch { encolar(texto, escaneo); }
   }
-  function encolar(texto) {
-    guardarCola([...cola(), { codigo: texto, cuando: new Date().toISOString() }]);
+  function encolar(texto, escaneo) {
+    guardarCola([...cola(), { codigo: texto, escaneo, cuando: new Date().toISOString() }]);
     red();
     mostrarRespuesta("espera", "EN COLA", ["Sin conexión: se validará al volver la red. No dejes pasar todavía si dudás."]);
     reintentar();
@@ -100,7 +103,7 @@ export async function mostrar() {
       while (cola().length) {
         const [primero] = cola();
         let r;
-        try { r = await enviar(primero.codigo); } catch { reintentar(); break; }
+        try { r = await enviar(primero.codigo, primero.escaneo || crypto.randomUUID()); } catch { reintentar(); break; }
         guardarCola(cola().slice(1));
         red();
         resultado(r, primero.cuando);
