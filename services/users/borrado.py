@@ -52,7 +52,8 @@ async def borrar_usuario(usuario_id: str, por: str, deps: Dependencias, identida
             await identidad.claims.release(claim)
     if not await deps.usuarios.wait_for(version, deps.read_your_writes_timeout):
         log.warning("read model behind an erasure", extra={"usuario_id": usuario_id})
-    await deps.data_keys.delete(usuario_id)  # last: a data key still there marks an erasure not yet complete
+    # Last: a data key still there marks an erasure not yet complete (the start-up sweep finishes it).
+    await deps.data_keys.delete(usuario_id, erasure=True)
     log.info("user erased", extra={"audit": "usuarios.borrar", "usuario_id": usuario_id, "por": por})
 
 

@@ -19,10 +19,22 @@ from services.users.domain import PERSONAL_FIELDS
 
 KEYS_BUCKET = "USER_KEYS"
 CACHE_TTL_S = 3600  # an erasure deletes the cache too; the TTL bounds what a missed delete leaves
+# A read that fetched the wrapped key just before an erasure purged it would put it back in the cache after the
+# erasure deleted it. The erasure leaves a tombstone first, and the cache is only set where there is none, in
+# one script: the copy either lands before the tombstone (and the delete after it removes it) or not at all.
+CACHE_IF_NOT_ERASED = """
+if redis.call('exists', KEYS[2]) == 1 then return 0 end
+redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
 
 
 def cache_key(usuario_id: str) -> str:
     return f"usuarios:clave:{usuario_id}"
+
+
+def tombstone_key(usuario_id: str) -> str:
+    return f"usuarios:borrado:{usuario_id}"
 
 
 class DataKeys:
@@ -30,6 +42,7 @@ class DataKeys:
         self.kv = leader_reads(kv)  # `create` seals with what it reads back: it must be the key that is stored
         self.redis = redis
         self.ring = ring
+        self._cache_if_not_erased = redis.register_script(CACHE_IF_NOT_ERASED)
 
     async def create(self, usuario_id: str) -> bytes:
         """A fresh data key for a new user, stored wrapped before anything is sealed with it.
@@ -58,11 +71,16 @@ class DataKeys:
         if not entry.value:
             return None
         wrapped = entry.value.decode()
-        await self.redis.set(cache_key(usuario_id), wrapped, ex=CACHE_TTL_S)
+        await self._cache_if_not_erased(
+            keys=[cache_key(usuario_id), tombstone_key(usuario_id)], args=[wrapped, CACHE_TTL_S]
+        )
         return self.ring.unwrap(wrapped)
 
-    async def delete(self, usuario_id: str) -> None:
-        """Compensation for a registration that did not happen (and, later, erasure)."""
+    async def delete(self, usuario_id: str, *, erasure: bool = False) -> None:
+        """Compensation for a registration that did not happen, or the last step of an erasure (`erasure`:
+        a tombstone first, so no read in flight can cache the key again; it outlives any cached copy)."""
+        if erasure:
+            await self.redis.set(tombstone_key(usuario_id), b"1", ex=CACHE_TTL_S)
         with contextlib.suppress(KeyNotFoundError, KeyWrongLastSequenceError):
             await self.kv.purge(usuario_id)
         await self.redis.delete(cache_key(usuario_id))
