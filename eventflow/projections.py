@@ -111,7 +111,7 @@ class ProjectionRunner:
         self.direct_after_s = direct_after_s
         self._deliveries = 0
         self._delivered = 0  # the last sequence the subscription delivered (or the checkpoint it started after)
-        self._applying = False
+        self._applying = asyncio.Lock()  # one event at a time, delivered or read directly
         self._task: asyncio.Task[None] | None = None
 
     def _use(self, projection: Projection) -> None:
@@ -179,11 +179,8 @@ class ProjectionRunner:
                 msg = next_msg.result()
                 self._deliveries += 1
                 self._delivered = msg.metadata.sequence.stream
-                self._applying = True
-                try:
+                async with self._applying:
                     await self._apply_traced(msg.metadata.sequence.stream, msg.subject, msg.data, msg.headers)
-                finally:
-                    self._applying = False
                 self.stalled = None
         finally:
             tasks: list[asyncio.Future[Any]] = [*watchdogs, *([next_msg] if next_msg is not None else [])]
@@ -256,7 +253,7 @@ class ProjectionRunner:
             seen = self._deliveries
             await asyncio.sleep(after_s)
             read = self.read_directly
-            while self._someone_waits() and self._deliveries == seen and not self._applying:
+            while self._someone_waits() and self._deliveries == seen and not self._applying.locked():
                 if not await self._apply_next_directly():
                     await asyncio.sleep(DIRECT_POLL_S)
             if self.read_directly > read:
@@ -280,7 +277,8 @@ class ProjectionRunner:
         except Exception:  # not in the log yet (404), or NATS away: looked at again shortly
             return False
         try:
-            await self._apply_traced(seq, msg.subject or "", msg.data or b"", msg.headers)
+            async with self._applying:
+                await self._apply_traced(seq, msg.subject or "", msg.data or b"", msg.headers)
         except (_Gap, RedisError):  # the subscription's loop resubscribes or waits for Redis; we look again
             return False
         self.read_directly += 1
