@@ -243,8 +243,9 @@ class ProjectionRunner:
         ordered consumer needs a JetStream meta leader, and electing one took longer than the 2 s read-your-writes
         bound here (issue 11: a POST answered, then its GET 404), while the stream's replicas still answered direct
         gets. So when someone waits for an event and nothing was delivered for DIRECT_AFTER_S, the runner reads the
-        next events by sequence itself until the subscription delivers again or nobody waits. Both paths commit
-        through the checkpoint, so each event is still applied once and in order."""
+        next events by sequence itself until the subscription delivers again or nobody waits. Both paths apply one
+        event at a time (`_applying`) and commit through the checkpoint, so each event is still applied once and in
+        order."""
         if after_s is None:
             return
         while True:
