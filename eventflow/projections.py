@@ -13,6 +13,9 @@ checkpoint is exactly one behind it. Consequences:
 - back at once after a NATS outage: when the client reconnects, the runner resubscribes from its checkpoint (the
   restarted server may have lost the ordered consumer, which lives in memory, and nats-py would only notice
   after missing its heartbeats, about 15 s later);
+- read-your-writes not held up by a lost subscription: when someone waits for an event and nothing has been
+  delivered for a moment, the runner reads the next events from the log by sequence (DIRECT.GET, which any replica
+  answers) until the subscription delivers again (see _read_directly_for_waiters);
 - never stalled by one bad event: an event the projection keeps failing on (not a Redis outage, which is
   retried forever) is parked after a few attempts: logged at error level, listed with its reason under
   `proj:<name>:<stream>:parked`, counted in `runner.parked`, and the read model moves on.
@@ -53,6 +56,8 @@ POISON_ATTEMPTS = 3
 WATCHDOG_S = 2.0
 RECONNECT_POLL_S = 0.1  # a look at the client's reconnect counter: no I/O
 SILENCE_LOOKS = 2  # looks (WATCHDOG_S apart) at a log that is ahead while nothing arrives, before resubscribing
+DIRECT_AFTER_S = 0.2  # someone waits and nothing was delivered for this long: read the log by sequence
+DIRECT_POLL_S = 0.1  # while reading directly, the next look when the event waited for is not in the log yet
 
 
 class Projection(Protocol):
@@ -85,7 +90,10 @@ class ProjectionRunner:
         stream: StreamSpec,
         projection: Projection,
         generation: Generation | None = None,
+        *,
+        direct_after_s: float | None = DIRECT_AFTER_S,
     ) -> None:
+        """`direct_after_s=None`: never read the log directly for a waiter (a test of the subscription alone)."""
         self.js = js
         self.redis = redis
         self.stream = stream
@@ -94,10 +102,16 @@ class ProjectionRunner:
         self.parked = 0
         self.resubscribed_after_reconnect = 0
         self.resubscribed_after_silence = 0
+        self.read_directly = 0
         self.position = 0
         self.stalled: str | None = None
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._tiebreak = itertools.count()
+        self._waited = asyncio.Event()
+        self.direct_after_s = direct_after_s
+        self._deliveries = 0
+        self._delivered = 0  # the last sequence the subscription delivered (or the checkpoint it started after)
+        self._applying = asyncio.Lock()  # one event at a time, delivered or read directly
         self._task: asyncio.Task[None] | None = None
 
     def _use(self, projection: Projection) -> None:
@@ -120,17 +134,22 @@ class ProjectionRunner:
             self._task = None
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self._consume()
-            except asyncio.CancelledError:
-                raise
-            except _Gap:
-                continue
-            except Exception as err:
-                self.stalled = f"{type(err).__name__}: {err}"
-                log.exception("projection stopped; retrying", extra={"projection": self.checkpoint_key})
-                await asyncio.sleep(1.0)
+        direct = asyncio.create_task(self._read_directly_for_waiters(self.direct_after_s))
+        try:
+            while True:
+                try:
+                    await self._consume()
+                except asyncio.CancelledError:
+                    raise
+                except _Gap:
+                    continue
+                except Exception as err:
+                    self.stalled = f"{type(err).__name__}: {err}"
+                    log.exception("projection stopped; retrying", extra={"projection": self.checkpoint_key})
+                    await asyncio.sleep(1.0)
+        finally:
+            direct.cancel()
+            await asyncio.gather(direct, return_exceptions=True)
 
     async def _consume(self) -> None:
         if self.follows and self.follows.current != self.projection.generation:
@@ -138,6 +157,7 @@ class ProjectionRunner:
             self.position = 0  # this generation's own checkpoint says how far it is
         checkpoint = await self._checkpoint()
         self._advance(checkpoint)
+        self._delivered = checkpoint
         sub = await self.js.subscribe(
             f"{self.stream.prefix}.>",
             stream=self.stream.name,
@@ -157,7 +177,10 @@ class ProjectionRunner:
                 for watchdog in watchdogs & done:
                     watchdog.result()
                 msg = next_msg.result()
-                await self._apply_traced(msg)
+                self._deliveries += 1
+                self._delivered = msg.metadata.sequence.stream
+                async with self._applying:
+                    await self._apply_traced(msg.metadata.sequence.stream, msg.subject, msg.data, msg.headers)
                 self.stalled = None
         finally:
             tasks: list[asyncio.Future[Any]] = [*watchdogs, *([next_msg] if next_msg is not None else [])]
@@ -182,17 +205,18 @@ class ProjectionRunner:
     async def _watch_for_silence(self) -> None:
         """In a cluster the ordered consumer lives on one node: when that node restarts while this client stays
         connected to another, nothing is delivered again and no reconnect reveals it (found by the chaos suite's
-        rolling restart: a projection behind for minutes). The log ahead of us with no progress for a few looks
-        means resubscribing from the checkpoint."""
+        rolling restart: a projection behind for minutes). The log ahead of what the subscription delivered, and
+        nothing delivered, for a few looks means resubscribing from the checkpoint (whatever was read directly for
+        a waiter meanwhile: that does not bring the subscription back)."""
         silent = 0
         while True:
-            seen = self.position
+            seen, deliveries = self._delivered, self._deliveries
             await asyncio.sleep(WATCHDOG_S)
             try:
                 head = int((await self.js.stream_info(self.stream.name)).state.last_seq)
             except Exception:  # NATS away: the reconnect watchdog handles that
                 continue
-            silent = silent + 1 if head > seen and self.position == seen else 0
+            silent = silent + 1 if head > seen and self._deliveries == deliveries else 0
             if silent >= SILENCE_LOOKS:
                 self.resubscribed_after_silence += 1
                 log.warning(
@@ -214,16 +238,62 @@ class ProjectionRunner:
         log.info("NATS reconnected: resubscribing", extra={"projection": self.checkpoint_key})
         raise _Gap()
 
+    async def _read_directly_for_waiters(self, after_s: float | None) -> None:
+        """Read-your-writes must not wait for the subscription to come back. After a cluster node is killed, a new
+        ordered consumer needs a JetStream meta leader, and electing one took longer than the 2 s read-your-writes
+        bound here (issue 11: a POST answered, then its GET 404), while the stream's replicas still answered direct
+        gets. So when someone waits for an event and nothing was delivered for DIRECT_AFTER_S, the runner reads the
+        next events by sequence itself until the subscription delivers again or nobody waits. Both paths apply one
+        event at a time (`_applying`) and commit through the checkpoint, so each event is still applied once and in
+        order."""
+        if after_s is None:
+            return
+        while True:
+            await self._waited.wait()
+            self._waited.clear()
+            seen = self._deliveries
+            await asyncio.sleep(after_s)
+            read = self.read_directly
+            while self._someone_waits() and self._deliveries == seen and not self._applying.locked():
+                if not await self._apply_next_directly():
+                    await asyncio.sleep(DIRECT_POLL_S)
+            if self.read_directly > read:
+                log.info(
+                    "nothing delivered while a write waited: read from the log directly",
+                    extra={"projection": self.checkpoint_key, "events": self.read_directly - read},
+                )
+            if self._someone_waits():
+                self._waited.set()  # the subscription delivers: look again later, it may stop
+
+    def _someone_waits(self) -> bool:
+        while self._waiters and self._waiters[0][2].done():  # timed out: nobody is waiting for it any more
+            heapq.heappop(self._waiters)
+        return bool(self._waiters)
+
+    async def _apply_next_directly(self) -> bool:
+        """Apply the event after our position, read from any replica; False if it is not there (yet) or failed."""
+        seq = self.position + 1
+        try:
+            msg = await self.js.get_msg(self.stream.name, seq=seq, direct=True)
+        except Exception:  # not in the log yet (404), or NATS away: looked at again shortly
+            return False
+        try:
+            async with self._applying:
+                await self._apply_traced(seq, msg.subject or "", msg.data or b"", msg.headers)
+        except (_Gap, RedisError):  # the subscription's loop resubscribes or waits for Redis; we look again
+            return False
+        self.read_directly += 1
+        return True
+
     # -- applying --------------------------------------------------------------------------------
-    async def _apply_traced(self, msg: Msg) -> None:
-        """Apply one delivered event in the trace it was appended in (if it carries one), and log it there."""
-        caller = parse_traceparent((msg.headers or {}).get(TRACEPARENT))
+    async def _apply_traced(self, seq: int, subject: str, data: bytes, headers: dict[str, str] | None) -> None:
+        """Apply one event in the trace it was appended in (if it carries one), and log it there."""
+        caller = parse_traceparent((headers or {}).get(TRACEPARENT))
         token = trace_var.set(caller.child() if caller is not None else None)
         try:
-            seq = msg.metadata.sequence.stream
-            await self._apply_once(seq, msg.subject, msg.data)
+            await self._apply_once(seq, subject, data)
             if caller is not None:
-                log.info("projected", extra={"projection": self.checkpoint_key, "seq": seq, "subject": msg.subject})
+                log.info("projected", extra={"projection": self.checkpoint_key, "seq": seq, "subject": subject})
         finally:
             trace_var.reset(token)
 
@@ -312,6 +382,7 @@ class ProjectionRunner:
             return True
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (seq, next(self._tiebreak), future))
+        self._waited.set()
         try:
             await asyncio.wait_for(future, timeout)
             return True

@@ -113,7 +113,7 @@ async def test_a_projection_resubscribes_as_soon_as_nats_is_back(tmp_path: Path,
     stream = StreamSpec(f"F{uuid.uuid4().hex[:8].upper()}", f"f{uuid.uuid4().hex[:8]}")
     await ensure_stream(js, stream)
     projection = Counter(f"c{uuid.uuid4().hex[:6]}")
-    runner = ProjectionRunner(js, redis, stream, projection)
+    runner = ProjectionRunner(js, redis, stream, projection, direct_after_s=None)  # the subscription alone
     runner.start()
     store = EventStore(js, stream)
     try:
@@ -171,7 +171,7 @@ async def test_a_projection_whose_consumer_vanished_without_a_disconnect_resubsc
     stream = StreamSpec(f"S{uuid.uuid4().hex[:8].upper()}", f"s{uuid.uuid4().hex[:8]}")
     await ensure_stream(js, stream)
     projection = Counter(f"c{uuid.uuid4().hex[:6]}")
-    runner = ProjectionRunner(js, redis, stream, projection)
+    runner = ProjectionRunner(js, redis, stream, projection, direct_after_s=None)  # the subscription alone
     runner.start()
     store = EventStore(js, stream)
     try:
@@ -185,4 +185,44 @@ async def test_a_projection_whose_consumer_vanished_without_a_disconnect_resubsc
     finally:
         await runner.stop()
         await nc.close()
+        nats.stop()
+
+
+NO_CONSUMERS = """
+authorization {
+  users = [
+    {user: "escritor", password: "escritor-clave"}
+    {user: "lector", password: "lector-clave", permissions: {
+      publish: {deny: ["$JS.API.CONSUMER.CREATE", "$JS.API.CONSUMER.CREATE.>", "$JS.API.CONSUMER.DURABLE.CREATE.>"]}}}
+  ]
+}
+"""
+
+
+async def test_read_your_writes_does_not_wait_for_a_consumer_nats_cannot_create(tmp_path: Path, redis) -> None:
+    """Right after a cluster node is killed, a new ordered consumer needs a JetStream meta leader, and electing one
+    took longer than the read-your-writes bound (issue 11: POST 201, then its GET 404), while the stream's replicas
+    still answered direct gets. Here the runner may not create consumers at all, as while there is no meta leader:
+    a waiter must still be served, from the log read by sequence, each event once and in order."""
+    nats = start_nats(free_port(), tmp_path / "nats", tmp_path / "nats.log", extra_config=NO_CONSUMERS)
+    writer = await connect(nats.url.replace("nats://", "nats://escritor:escritor-clave@"), "faults-writer")
+    reader = await connect(nats.url.replace("nats://", "nats://lector:lector-clave@"), "faults-reader")
+    stream = StreamSpec(f"D{uuid.uuid4().hex[:8].upper()}", f"d{uuid.uuid4().hex[:8]}")
+    await ensure_stream(writer.jetstream(timeout=5), stream)
+    projection = Counter(f"c{uuid.uuid4().hex[:6]}")
+    runner = ProjectionRunner(reader.jetstream(timeout=5), redis, stream, projection)
+    runner.start()
+    store = EventStore(writer.jetstream(timeout=5), stream)
+    try:
+        for n in range(3):
+            seq = await store.append(f"a{n % 2}", [NewEvent("Contado", {"n": n})], None)
+            assert await runner.wait_for(seq, GUARD_S), f"event {seq} applied without a consumer"
+        assert runner.read_directly == 3, "each read by sequence"
+        assert not await writer.jetstream(timeout=5).consumers_info(stream.name), "no consumer was ever created"
+        assert await redis.lrange(f"{projection.name}:order", 0, -1) == ["1", "2", "3"], "once each, in order"
+        assert await redis.hgetall(f"{projection.name}:counts") == {"a0": "2", "a1": "1"}
+    finally:
+        await runner.stop()
+        await reader.close()
+        await writer.close()
         nats.stop()
