@@ -60,6 +60,15 @@ DIRECT_AFTER_S = 0.2  # someone waits and nothing was delivered for this long: r
 DIRECT_POLL_S = 0.1  # while reading directly, the next look when the event waited for is not in the log yet
 
 
+def _stop_if_cancelled() -> None:
+    """Python 3.11's `asyncio.wait_for` (inside nats-py's requests) can swallow a cancellation that arrives as
+    its answer does, and return the answer. A watchdog that then loops on would never end, and the runner waits
+    for it forever after a resubscribe (seen: a wiped read model never replayed). Honour the request here."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
+
+
 class Projection(Protocol):
     """One generation of a read model. `apply` reads through `redis` and queues its writes on `tx` (MULTI).
 
@@ -198,7 +207,9 @@ class ProjectionRunner:
                 await asyncio.sleep(WATCHDOG_S)
             elif await self.follows.moved_from(self.projection.generation, WATCHDOG_S):
                 raise _Gap()
-            if await self._checkpoint() < self.position:
+            behind = await self._checkpoint() < self.position
+            _stop_if_cancelled()
+            if behind:
                 self.position = 0
                 raise _Gap()
 
@@ -216,6 +227,8 @@ class ProjectionRunner:
                 head = int((await self.js.stream_info(self.stream.name)).state.last_seq)
             except Exception:  # NATS away: the reconnect watchdog handles that
                 continue
+            finally:
+                _stop_if_cancelled()
             silent = silent + 1 if head > seen and self._deliveries == deliveries else 0
             if silent >= SILENCE_LOOKS:
                 self.resubscribed_after_silence += 1
@@ -255,7 +268,9 @@ class ProjectionRunner:
             await asyncio.sleep(after_s)
             read = self.read_directly
             while self._someone_waits() and self._deliveries == seen and not self._applying.locked():
-                if not await self._apply_next_directly():
+                applied = await self._apply_next_directly()
+                _stop_if_cancelled()
+                if not applied:
                     await asyncio.sleep(DIRECT_POLL_S)
             if self.read_directly > read:
                 log.info(

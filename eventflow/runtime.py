@@ -127,7 +127,10 @@ class Infrastructure:
                 return
             except Exception:  # NATS went away meanwhile
                 log.warning("NATS drain failed at shutdown; closing", exc_info=True)
-        await self.nc.close()
+        try:
+            await self.nc.close()
+        except ConnectionError:  # the socket went away under the close (NATS restarting): closed all the same
+            log.warning("NATS connection lost while closing", exc_info=True)
 
     def ready_checks(self) -> dict[str, ReadyCheck]:
         """One check per dependency, each bounded in time by /health/ready (eventflow.web). Which of them the

@@ -4,7 +4,6 @@ whole feed on a real server: a purchase seen as held, then sold, by a viewer's S
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -174,7 +173,6 @@ async def test_a_viewer_sees_the_seats_held_then_sold_and_the_count_drop(live: t
         name, first = await feed.next()
         assert name == "estado" and first["disponibles"] == 6
         assert first["secciones"] == [{"nombre": "Platea", "asientos": 6, "estados": "LLLLLL"}]
-        started = time.monotonic()
         body = reserva(buyer, evento, 2, asientos=["Platea-3", "Platea-4"])
         purchase = asyncio.create_task(
             http.post(f"{url}/api/reservar", json=body, headers={"Idempotency-Key": key(), **catalog.headers(buyer)})
@@ -187,7 +185,6 @@ async def test_a_viewer_sees_the_seats_held_then_sold_and_the_count_drop(live: t
         assert (sold["vendidas"], sold["retenidas"], sold["disponibles"]) == (2, 0, 4)
         assert seen.names[0] == "estado" and "cambio" in seen.names[1:], "changes are sent as changes"
         assert (await purchase).json()["estado"] == "confirmada"
-        assert time.monotonic() - started < 30  # bounded only by the generous deadline, never timed
     snapshot = (await httpx.AsyncClient().get(f"{url}/api/disponibilidad/{evento}")).json()
     assert snapshot["secciones"][0]["estados"] == "LLVVLL" and snapshot["disponibles"] == 4
     async with httpx.AsyncClient() as http:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -23,7 +24,10 @@ def buy(web: Web, event_id: str, cantidad: int) -> dict[str, Any]:
     resp = web.api.post("/api/reservar", json=body, headers=bearer(token) | {"Idempotency-Key": str(uuid.uuid4())})
     assert resp.status_code in (201, 202), resp.text
     reserva: dict[str, Any] = resp.json()
+    deadline = time.monotonic() + 60  # a saga ends in bounded time: a hang fails here instead of the run
     while reserva.get("en_curso"):
+        assert time.monotonic() < deadline, reserva
+        time.sleep(0.1)
         reserva = web.api.get(f"/api/reservas/{reserva['id']}", headers=bearer(token)).json()
     assert reserva["estado"] == "confirmada", reserva
     return reserva
