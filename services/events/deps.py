@@ -18,7 +18,7 @@ class Deps:
     cache_max_age: int
 
 
-def get_deps(request: Request) -> Deps:
+async def get_deps(request: Request) -> Deps:
     deps: Deps = request.app.state.deps
     return deps
 

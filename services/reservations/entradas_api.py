@@ -42,7 +42,7 @@ class CheckinIn(BaseModel):
     )
 
 
-def get_entradas(request: Request) -> entradas.EntradasDeps:
+async def get_entradas(request: Request) -> entradas.EntradasDeps:
     deps: entradas.EntradasDeps = request.app.state.entradas
     return deps
 
