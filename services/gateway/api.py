@@ -11,9 +11,10 @@ from dataclasses import dataclass
 import aiohttp
 from fastapi import APIRouter, Request, Response
 
+from eventflow.auth import bearer_token
 from eventflow.errors import NotFound, Unavailable, problem
 from services.gateway.proxy import Streams, client_ip, forward, forward_stream, wants_stream
-from services.gateway.ratelimit import RateLimiter
+from services.gateway.ratelimit import RateLimits
 from services.gateway.routing import JWKS_PATH, upstream_for
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -23,7 +24,7 @@ METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 class Gateway:
     session: aiohttp.ClientSession
     upstreams: dict[str, str]
-    limiter: RateLimiter
+    limits: RateLimits
     trust_forwarded_for: bool = False
     streams: Streams | None = None
 
@@ -42,12 +43,12 @@ async def proxy(request: Request) -> Response:
     if base_url is None:
         raise Unavailable(f"the {upstream} service is not deployed", upstream=upstream)
     client = client_ip(request, gateway.trust_forwarded_for)
-    decision = await gateway.limiter.take(client)
+    decision = await gateway.limits.take(bearer_token(request), client)
     if not decision.allowed:
         response = problem(
             429,
             "Too many requests",
-            f"Rate limit of {gateway.limiter.rate:g} requests/s per client exceeded.",
+            f"Rate limit of {decision.rate:g} requests/s per {decision.per} exceeded.",
             slug="rate-limited",
             instance=request.url.path,
         )

@@ -10,6 +10,7 @@ import aiohttp
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
+from eventflow.auth import HttpJwks, TokenVerifier, TrustedIssuer
 from eventflow.http import client_session, exit_requested
 from eventflow.jetstream import StreamSpec
 from eventflow.projections import Projection
@@ -19,7 +20,8 @@ from services.gateway import web
 from services.gateway.api import Gateway, router
 from services.gateway.config import GatewaySettings
 from services.gateway.proxy import Streams
-from services.gateway.ratelimit import RateLimiter
+from services.gateway.ratelimit import RateLimiter, RateLimits
+from services.gateway.routing import JWKS_PATH
 
 READY_TIMEOUT_S = 2.0
 
@@ -39,6 +41,21 @@ def _upstream_check(state: dict[str, Any], url: str) -> ReadyCheck:
     return check
 
 
+def _verifier(
+    settings: GatewaySettings, session: aiohttp.ClientSession, upstreams: dict[str, str]
+) -> TokenVerifier | None:
+    """Tokens are verified only to pick a caller's rate-limit bucket: our issuer's keys from the users service's
+    public JWKS (the gateway holds no NATS connection and no secret), an external OIDC issuer's from its own."""
+    issuers = []
+    if "users" in upstreams:
+        keys = HttpJwks(session, f"{upstreams['users'].rstrip('/')}{JWKS_PATH}")
+        issuers.append(TrustedIssuer(settings.auth_issuer, settings.auth_audience, keys, local=True))
+    if settings.oidc_issuer:
+        external = HttpJwks(session, settings.oidc_jwks_url, issuer=settings.oidc_issuer)
+        issuers.append(TrustedIssuer(settings.oidc_issuer, settings.oidc_audience or settings.auth_audience, external))
+    return TokenVerifier(issuers) if issuers else None
+
+
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     upstreams = settings.enabled_upstreams()
@@ -48,9 +65,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         redis = Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=2.0, max_connections=256)
         session = client_session(timeout_s=settings.gateway_timeout)
         streams = Streams(client_session(limit=settings.max_streams + 16), settings.max_streams, exit_requested())
-        limiter = RateLimiter(redis, settings.rate_limit_per_s, settings.rate_limit_burst)
+        limits = RateLimits(
+            RateLimiter(redis, settings.rate_limit_per_s, settings.rate_limit_burst, prefix="ratelimit:ip"),
+            RateLimiter(
+                redis, settings.rate_limit_account_per_s, settings.rate_limit_account_burst, prefix="ratelimit:acct"
+            ),
+            _verifier(settings, session, upstreams) if settings.rate_limit_account_per_s > 0 else None,
+        )
         state.update(redis=redis, session=session)
-        app.state.gateway = Gateway(session, upstreams, limiter, settings.trust_forwarded_for, streams)
+        app.state.gateway = Gateway(session, upstreams, limits, settings.trust_forwarded_for, streams)
         try:
             yield
         finally:
