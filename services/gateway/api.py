@@ -36,9 +36,10 @@ router = APIRouter()
 @router.api_route("/api/{rest:path}", methods=METHODS, include_in_schema=False)
 async def proxy(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    upstream = upstream_for(request.url.path)
+    path: str = request.scope["path"]  # not request.url: building that URL was 2.5 % of the gateway's CPU
+    upstream = upstream_for(path)
     if upstream is None:
-        raise NotFound(f"no API route for {request.url.path}")
+        raise NotFound(f"no API route for {path}")
     base_url = gateway.upstreams.get(upstream)
     if base_url is None:
         raise Unavailable(f"the {upstream} service is not deployed", upstream=upstream)
@@ -50,7 +51,7 @@ async def proxy(request: Request) -> Response:
             "Too many requests",
             f"Rate limit of {decision.rate:g} requests/s per {decision.per} exceeded.",
             slug="rate-limited",
-            instance=request.url.path,
+            instance=path,
         )
         response.headers["retry-after"] = str(decision.retry_after_s)
         return response
