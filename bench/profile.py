@@ -1,11 +1,11 @@
 """`python -m bench.profile`: where a sale's CPU and durable writes go, per process, for profiling sessions.
 
 Same system as bench.reservations (own nats-server with `sync_interval: always`, redis, one worker per service).
-Runs one closed-loop hot-event scenario (direct or through the gateway) or a read load of GET /api/eventos/{id},
-and prints, per process, CPU seconds per 1,000 sales (or requests), and per JetStream stream the messages stored
-per confirmed sale (each one is one fsync'd write). These two figures move much less than throughput on a shared,
-noisy machine. With `--py-spy DIR` each service process is recorded by py-spy during the measured window (a
-flamegraph SVG and a raw collapsed-stack file per process), for the tables in docs/performance.md.
+Runs one closed-loop scenario (one hot event, or `--events N`; direct or through the gateway) or a read load of
+GET /api/eventos/{id}, and prints, per process, CPU seconds per 1,000 sales (or requests), and per JetStream
+stream the messages stored per confirmed sale (each one is one fsync'd write). These two figures move much less
+than throughput on a shared, noisy machine. With `--py-spy DIR` each service process is recorded by py-spy during
+the measured window (raw collapsed stacks, or flamegraphs with `--svg`), for the tables in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -96,10 +96,11 @@ async def main_async(args: argparse.Namespace) -> None:
                         spies.append(spy(pids[n], name, args.spy_seconds, args.rate, args.svg))
                 started = time.perf_counter()
                 if args.mode == "sales":
-                    capacity = int(args.buyers * args.per_buyer * 0.8)
-                    hot = await make_event(s, urls["events"], organizer, capacity)
+                    capacity = max(1, int(args.buyers * args.per_buyer * 0.8) // args.events)
+                    eventos = [await make_event(s, urls["events"], organizer, capacity) for _ in range(args.events)]
+                    scenario = f"{args.events} events"
                     row = await run_scenario(
-                        s, "1 hot event", args.via, base, buyers, [hot], args.per_buyer, capacity, inventory, ledger
+                        s, scenario, args.via, base, buyers, eventos, args.per_buyer, capacity, inventory, ledger
                     )
                     done, unit = row.confirmed, "sales"
                     print(
@@ -153,6 +154,7 @@ def main() -> None:
     parser.add_argument("--via", choices=("direct", "gateway"), default="direct")
     parser.add_argument("--buyers", type=int, default=200)
     parser.add_argument("--per-buyer", type=int, default=5)
+    parser.add_argument("--events", type=int, default=1, help="events the buyers spread over (1: one hot event)")
     parser.add_argument("--seconds", type=float, default=10.0, help="read load length")
     parser.add_argument("--conns", type=int, default=64, help="read load connections")
     parser.add_argument("--py-spy", default="", help="directory for py-spy flamegraphs and raw stacks")
