@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request, Response
 
 from eventflow.auth import bearer_token
 from eventflow.errors import NotFound, Unavailable, problem
+from services.gateway.cache import PublicCache
 from services.gateway.proxy import Streams, client_ip, forward, forward_stream, wants_stream
 from services.gateway.ratelimit import RateLimits
 from services.gateway.routing import JWKS_PATH, upstream_for
@@ -27,6 +28,7 @@ class Gateway:
     limits: RateLimits
     trust_forwarded_for: bool = False
     streams: Streams | None = None
+    cache: PublicCache | None = None  # anonymous GETs of public answers (cache.py)
 
 
 router = APIRouter()
@@ -57,4 +59,11 @@ async def proxy(request: Request) -> Response:
         return response
     if gateway.streams is not None and wants_stream(request):
         return await forward_stream(gateway.streams, upstream, base_url, request, client)
-    return await forward(gateway.session, upstream, base_url, request, client)
+    key = gateway.cache.key(request) if gateway.cache is not None else None
+    if key is None or gateway.cache is None:
+        return await forward(gateway.session, upstream, base_url, request, client)
+    if (copy := gateway.cache.answer(key, request)) is not None:
+        return copy
+    fresh = await forward(gateway.session, upstream, base_url, request, client)
+    gateway.cache.keep(key, fresh)
+    return fresh

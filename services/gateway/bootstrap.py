@@ -18,6 +18,7 @@ from eventflow.web import IdempotencyKeyMiddleware, ReadyCheck, any_of
 from eventflow.web import create_app as create_base_app
 from services.gateway import web
 from services.gateway.api import Gateway, router
+from services.gateway.cache import PublicCache
 from services.gateway.config import GatewaySettings
 from services.gateway.proxy import Streams
 from services.gateway.ratelimit import RateLimiter, RateLimits
@@ -73,7 +74,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             _verifier(settings, session, upstreams) if settings.rate_limit_account_per_s > 0 else None,
         )
         state.update(redis=redis, session=session)
-        app.state.gateway = Gateway(session, upstreams, limits, settings.trust_forwarded_for, streams)
+        cache = PublicCache(settings.gateway_cache_s) if settings.gateway_cache_s > 0 else None
+        app.state.gateway = Gateway(session, upstreams, limits, settings.trust_forwarded_for, streams, cache)
         try:
             yield
         finally:

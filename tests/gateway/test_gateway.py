@@ -328,3 +328,47 @@ async def test_signed_in_callers_are_limited_per_account_and_anonymous_ones_per_
             assert [(await me(beto.headers)).status_code for _ in range(3)] == [200, 200, 429], (
                 "the forged tokens took nothing from the account (its 2nd and 3rd of 3, then refused)"
             )
+
+
+async def test_anonymous_reads_of_public_answers_are_served_from_a_short_lived_copy(
+    settings: Settings, upstreams: dict[str, str]
+) -> None:
+    """The echo's body carries the request id the upstream saw: the same id twice means the second reader got
+    the gateway's copy, a new one that the upstream was asked again."""
+    async with api_client(create_app(gateway_settings(settings, upstreams, gateway_cache_s=60))) as client:
+
+        async def seen(path: str, **headers: str) -> str:
+            response = await client.get(path, headers=headers)
+            assert response.status_code == 200
+            return str(response.json()["headers"]["x-request-id"])
+
+        public = f"/api/eventos/{uuid.uuid4().hex}?cache=public,max-age=5"
+        first = await seen(public)
+        assert await seen(public) == first, "served from the copy"
+        assert await seen(public, authorization="Bearer x") != first, "never for a request with a token"
+        assert await seen(public, accept="text/plain") != first, "another Accept is another copy"
+        revalidated = await client.get(public, headers={"if-none-match": ETAG})
+        assert revalidated.status_code == 304 and revalidated.headers["etag"] == ETAG
+        for not_shared in ("max-age=5", "public,no-cache,max-age=5", "private,max-age=5", "public"):
+            path = f"/api/eventos/{uuid.uuid4().hex}?cache={not_shared}"
+            assert await seen(path) != await seen(path), f"{not_shared} is not kept"
+        missing = f"/api/eventos/{uuid.uuid4().hex}?cache=public,max-age=5&status=404"
+        ids = [(await client.get(missing)).json()["headers"]["x-request-id"] for _ in range(2)]
+        assert ids[0] != ids[1], "only a 200 is kept"
+
+
+def test_a_copy_is_kept_no_longer_than_the_gateway_allows_nor_than_its_max_age() -> None:
+    from fastapi import Response
+    from starlette.requests import Request
+
+    from services.gateway.cache import PublicCache
+
+    now = [1000.0]
+    cache = PublicCache(ttl_s=1.0, clock=lambda: now[0])
+    request = Request({"type": "http", "method": "GET", "path": "/api/eventos/e1", "query_string": b"", "headers": []})
+    for key, max_age, lasts in (("short", "0.5", 0.5), ("long", "5", 1.0)):
+        cache.keep(key, Response(b"{}", headers={"cache-control": f"public, max-age={max_age}"}))
+        now[0] += lasts - 0.01
+        assert cache.answer(key, request) is not None
+        now[0] += 0.02
+        assert cache.answer(key, request) is None
