@@ -5,13 +5,18 @@ An event's page is the same for every anonymous reader, and the events service a
 copy is kept for at most `ttl_s` (1 s by default, well inside max-age), so a hot event read by thousands costs
 the events service one request per second instead of one per reader: that hop was half the CPU of a read.
 
-Only what is safe for a shared cache (RFC 9111): GETs without Authorization or Cookie, 200 answers marked
+Only one event's document (`CACHEABLE`): a listing changes with every event created, and a client that has just
+created one and lists anonymously must see it (read-your-writes: the demo seeding checks it that way), whereas
+an event's document only changes with its availability, which is eventual by contract; before it exists there
+is nothing to keep (a 404 is never kept). And only what is safe for a shared cache (RFC 9111): GETs without
+Authorization or Cookie, 200 answers marked
 `public` with a max-age and no `Vary` beyond the request's Accept (kept in the key); nothing private, no-store or
 no-cache, nothing larger than `max_body`. An If-None-Match that matches the copy's ETag is answered 304.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 from fastapi import Request, Response
 
 _VARY_OK = {"accept", "accept-encoding"}
+CACHEABLE = re.compile(r"^/api/eventos/[^/]+$")
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,9 @@ class PublicCache:
     @staticmethod
     def key(request: Request) -> str | None:
         """The request's key, or None when its answer must not come from a shared cache."""
-        if request.method != "GET" or "authorization" in request.headers or "cookie" in request.headers:
+        if request.method != "GET" or not CACHEABLE.match(request.scope["path"]):
+            return None
+        if "authorization" in request.headers or "cookie" in request.headers:
             return None
         query = request.scope.get("query_string", b"").decode("latin-1")
         return f"{request.scope['path']}?{query}|{request.headers.get('accept', '')}"

@@ -20,7 +20,7 @@ class GatewaySettings(Settings):
     # Signed-in calls, per account (the verified token's `sub`): what a person (or one account's bot) may do.
     rate_limit_account_per_s: float = Field(default=50.0, ge=0)
     rate_limit_account_burst: int = Field(default=100, ge=1)
-    # Anonymous GETs of answers marked `public, max-age` (event pages, listings) are served from a copy at most
+    # Anonymous GETs of one event's document, marked `public, max-age`, are served from a copy at most
     # this old (services/gateway/cache.py); 0 turns the cache off.
     gateway_cache_s: float = Field(default=1.0, ge=0)
     # Only behind a proxy we run ourselves: otherwise any client could pick its own bucket.

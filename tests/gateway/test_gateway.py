@@ -330,7 +330,7 @@ async def test_signed_in_callers_are_limited_per_account_and_anonymous_ones_per_
             )
 
 
-async def test_anonymous_reads_of_public_answers_are_served_from_a_short_lived_copy(
+async def test_anonymous_reads_of_an_events_public_document_are_served_from_a_short_lived_copy(
     settings: Settings, upstreams: dict[str, str]
 ) -> None:
     """The echo's body carries the request id the upstream saw: the same id twice means the second reader got
@@ -352,6 +352,8 @@ async def test_anonymous_reads_of_public_answers_are_served_from_a_short_lived_c
         for not_shared in ("max-age=5", "public,no-cache,max-age=5", "private,max-age=5", "public"):
             path = f"/api/eventos/{uuid.uuid4().hex}?cache={not_shared}"
             assert await seen(path) != await seen(path), f"{not_shared} is not kept"
+        listing = f"/api/eventos?organizador_id={uuid.uuid4().hex}&cache=public,max-age=5"
+        assert await seen(listing) != await seen(listing), "a listing is not kept (read-your-writes)"
         missing = f"/api/eventos/{uuid.uuid4().hex}?cache=public,max-age=5&status=404"
         ids = [(await client.get(missing)).json()["headers"]["x-request-id"] for _ in range(2)]
         assert ids[0] != ids[1], "only a 200 is kept"
