@@ -255,14 +255,17 @@ def main() -> None:
     parser.add_argument("--buyers", type=int, default=100, help="signed-in buyers the requests rotate over")
     parser.add_argument("--events", type=int, default=100, help="events in the second scenario")
     parser.add_argument("--direct-only", action="store_true", help="skip the gateway")
-    parser.add_argument("--rate-limit", type=float, default=0, help="gateway limit per client/s (0: off)")
+    parser.add_argument(
+        "--rate-limit", type=float, default=0, help="gateway limit on anonymous calls per address, per s (0: off)"
+    )
     parser.add_argument("--plots", type=Path, default=ROOT / "docs" / "img", help="where the PNGs go")
     args = parser.parse_args()
     steps = asyncio.run(bench(args))
     print()
     print(
         f"Open loop: {args.seconds:g} s per step, latency from the intended send time; {args.buyers} signed-in "
-        f"buyers; gateway rate limit {args.rate_limit:g}/s per client (0 = off); sync_interval: always."
+        f"buyers; gateway limits: anonymous {args.rate_limit:g}/s per address (0 = off), 50/s per account; "
+        "sync_interval: always."
     )
     print()
     print(table(steps))

@@ -117,7 +117,9 @@ class Services:
         self, tmp: Path, latency_s: float, limit_precheck: bool, processor_nats: bool, rate_limit_per_s: float = 0
     ) -> None:
         self.tmp = tmp
-        self.rate_limit_per_s = rate_limit_per_s  # the gateway's per-client limit; 0 = off (one address here)
+        # The gateway's limits: anonymous calls per address (0 = off: every request here comes from one address,
+        # so this would only measure the bound), signed-in calls per account as deployed (each buyer has one).
+        self.rate_limit_per_s = rate_limit_per_s
         self.processor_nats = processor_nats
         self.latency_s = latency_s
         self.limit_precheck = limit_precheck
@@ -153,6 +155,8 @@ class Services:
             "EVENTFLOW_RESERVAS_ESPERA_S": "30",
             "EVENTFLOW_RATE_LIMIT_PER_S": str(self.rate_limit_per_s),
             "EVENTFLOW_RATE_LIMIT_BURST": str(max(1, int(self.rate_limit_per_s * 2))),
+            "EVENTFLOW_RATE_LIMIT_ACCOUNT_PER_S": "50",
+            "EVENTFLOW_RATE_LIMIT_ACCOUNT_BURST": "100",
             "EVENTFLOW_RESERVAS_PRECHECK_LIMITE": str(self.limit_precheck).lower(),
         }
         self.ledger_url = nats.url

@@ -22,7 +22,7 @@ class Deps:
     read_model_breaker: Breaker  # open: GET by id skips Redis and the log answers
 
 
-def get_deps(request: Request) -> Deps:
+async def get_deps(request: Request) -> Deps:
     deps: Deps = request.app.state.deps
     return deps
 

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 import aiohttp
 from fastapi import APIRouter, Request, Response
 
+from eventflow.auth import bearer_token
 from eventflow.errors import NotFound, Unavailable, problem
+from services.gateway.cache import PublicCache
 from services.gateway.proxy import Streams, client_ip, forward, forward_stream, wants_stream
-from services.gateway.ratelimit import RateLimiter
+from services.gateway.ratelimit import RateLimits
 from services.gateway.routing import JWKS_PATH, upstream_for
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -23,9 +25,10 @@ METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 class Gateway:
     session: aiohttp.ClientSession
     upstreams: dict[str, str]
-    limiter: RateLimiter
+    limits: RateLimits
     trust_forwarded_for: bool = False
     streams: Streams | None = None
+    cache: PublicCache | None = None  # anonymous GETs of public answers (cache.py)
 
 
 router = APIRouter()
@@ -35,24 +38,32 @@ router = APIRouter()
 @router.api_route("/api/{rest:path}", methods=METHODS, include_in_schema=False)
 async def proxy(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    upstream = upstream_for(request.url.path)
+    path: str = request.scope["path"]  # not request.url: building that URL was 2.5 % of the gateway's CPU
+    upstream = upstream_for(path)
     if upstream is None:
-        raise NotFound(f"no API route for {request.url.path}")
+        raise NotFound(f"no API route for {path}")
     base_url = gateway.upstreams.get(upstream)
     if base_url is None:
         raise Unavailable(f"the {upstream} service is not deployed", upstream=upstream)
     client = client_ip(request, gateway.trust_forwarded_for)
-    decision = await gateway.limiter.take(client)
+    decision = await gateway.limits.take(bearer_token(request), client)
     if not decision.allowed:
         response = problem(
             429,
             "Too many requests",
-            f"Rate limit of {gateway.limiter.rate:g} requests/s per client exceeded.",
+            f"Rate limit of {decision.rate:g} requests/s per {decision.per} exceeded.",
             slug="rate-limited",
-            instance=request.url.path,
+            instance=path,
         )
         response.headers["retry-after"] = str(decision.retry_after_s)
         return response
     if gateway.streams is not None and wants_stream(request):
         return await forward_stream(gateway.streams, upstream, base_url, request, client)
-    return await forward(gateway.session, upstream, base_url, request, client)
+    key = gateway.cache.key(request) if gateway.cache is not None else None
+    if key is None or gateway.cache is None:
+        return await forward(gateway.session, upstream, base_url, request, client)
+    if (copy := gateway.cache.answer(key, request)) is not None:
+        return copy
+    fresh = await forward(gateway.session, upstream, base_url, request, client)
+    gateway.cache.keep(key, fresh)
+    return fresh

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 from fastapi import FastAPI
 
+from eventflow.auth import HttpJwks, TokenVerifier, TrustedIssuer
 from eventflow.http import client_session, exit_requested
 from eventflow.jetstream import StreamSpec
 from eventflow.projections import Projection
@@ -17,9 +18,11 @@ from eventflow.web import IdempotencyKeyMiddleware, ReadyCheck, any_of
 from eventflow.web import create_app as create_base_app
 from services.gateway import web
 from services.gateway.api import Gateway, router
+from services.gateway.cache import PublicCache
 from services.gateway.config import GatewaySettings
 from services.gateway.proxy import Streams
-from services.gateway.ratelimit import RateLimiter
+from services.gateway.ratelimit import RateLimiter, RateLimits
+from services.gateway.routing import JWKS_PATH
 
 READY_TIMEOUT_S = 2.0
 
@@ -39,6 +42,21 @@ def _upstream_check(state: dict[str, Any], url: str) -> ReadyCheck:
     return check
 
 
+def _verifier(
+    settings: GatewaySettings, session: aiohttp.ClientSession, upstreams: dict[str, str]
+) -> TokenVerifier | None:
+    """Tokens are verified only to pick a caller's rate-limit bucket: our issuer's keys from the users service's
+    public JWKS (the gateway holds no NATS connection and no secret), an external OIDC issuer's from its own."""
+    issuers = []
+    if "users" in upstreams:
+        keys = HttpJwks(session, f"{upstreams['users'].rstrip('/')}{JWKS_PATH}")
+        issuers.append(TrustedIssuer(settings.auth_issuer, settings.auth_audience, keys, local=True))
+    if settings.oidc_issuer:
+        external = HttpJwks(session, settings.oidc_jwks_url, issuer=settings.oidc_issuer)
+        issuers.append(TrustedIssuer(settings.oidc_issuer, settings.oidc_audience or settings.auth_audience, external))
+    return TokenVerifier(issuers) if issuers else None
+
+
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     upstreams = settings.enabled_upstreams()
@@ -50,9 +68,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         redis = redis_client(settings.redis_url)
         session = client_session(timeout_s=settings.gateway_timeout)
         streams = Streams(client_session(limit=settings.max_streams + 16), settings.max_streams, exit_requested())
-        limiter = RateLimiter(redis, settings.rate_limit_per_s, settings.rate_limit_burst)
+        limits = RateLimits(
+            RateLimiter(redis, settings.rate_limit_per_s, settings.rate_limit_burst, prefix="ratelimit:ip"),
+            RateLimiter(
+                redis, settings.rate_limit_account_per_s, settings.rate_limit_account_burst, prefix="ratelimit:acct"
+            ),
+            _verifier(settings, session, upstreams) if settings.rate_limit_account_per_s > 0 else None,
+        )
         state.update(redis=redis, session=session)
-        app.state.gateway = Gateway(session, upstreams, limiter, settings.trust_forwarded_for, streams)
+        cache = PublicCache(settings.gateway_cache_s) if settings.gateway_cache_s > 0 else None
+        app.state.gateway = Gateway(session, upstreams, limits, settings.trust_forwarded_for, streams, cache)
         try:
             yield
         finally:

@@ -12,9 +12,17 @@ class GatewaySettings(Settings):
     gateway_upstreams: str = "users,events,reservations"
     # Longer than the reservations service's bounded wait for a saga outcome.
     gateway_timeout: float = Field(default=30.0, gt=0)
-    # Token bucket per client IP; rate 0 turns the limit off.
-    rate_limit_per_s: float = Field(default=1000.0, ge=0)
-    rate_limit_burst: int = Field(default=2000, ge=1)
+    # Token buckets (services/gateway/ratelimit.py); a rate of 0 turns that limit off.
+    # Anonymous calls (no token, or one that does not verify), per client address: large, since many people may
+    # share one address (a NAT) and anonymous reads are cheap and cached.
+    rate_limit_per_s: float = Field(default=5000.0, ge=0)
+    rate_limit_burst: int = Field(default=10000, ge=1)
+    # Signed-in calls, per account (the verified token's `sub`): what a person (or one account's bot) may do.
+    rate_limit_account_per_s: float = Field(default=50.0, ge=0)
+    rate_limit_account_burst: int = Field(default=100, ge=1)
+    # Anonymous GETs of one event's document, marked `public, max-age`, are served from a copy at most
+    # this old (services/gateway/cache.py); 0 turns the cache off.
+    gateway_cache_s: float = Field(default=1.0, ge=0)
     # Only behind a proxy we run ourselves: otherwise any client could pick its own bucket.
     trust_forwarded_for: bool = False
     # Server-Sent Events relayed at once by one gateway process (each holds an upstream connection).

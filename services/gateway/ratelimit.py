@@ -1,4 +1,13 @@
-"""Per-client token bucket in Redis: one EVALSHA per request, shared by every gateway replica."""
+"""Token buckets in Redis (one EVALSHA per request, shared by every gateway replica): per account for signed-in
+callers, per client address for anonymous ones.
+
+Many buyers share one address (a campus, a carrier's CGNAT, an office): keyed by address alone, one busy NAT
+would be refused as if it were one greedy client. So a request whose bearer token verifies (signature, issuer,
+audience, expiry: eventflow.auth, with its cache of verified tokens) is counted against its account (`sub`),
+and only a request without a valid token against its address, with a bound large enough for a crowd's
+anonymous browsing. A token that does not verify counts as anonymous, so inventing a new `sub` per request
+buys no fresh bucket. The gateway decides only the bucket here: every service still verifies the token itself.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +20,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from eventflow.auth import NoAutenticado, TokenVerifier
 from eventflow.breaker import Breaker
 
 log = logging.getLogger(__name__)
@@ -45,10 +55,12 @@ return {allowed, wait_ms}
 class Decision:
     allowed: bool
     retry_after_s: int = 0
+    per: str = "client"  # what the bucket was: "account" or "client" (address)
+    rate: float = 0.0
 
 
 class RateLimiter:
-    """Fails open: Redis is the AP side, and losing it must not take the whole API down with it.
+    """One kind of bucket. Fails open: Redis is the AP side, and losing it must not take the whole API down.
 
     After a failure it lets requests through without asking Redis for `pause_s`, then asks again: a hung Redis
     costs the client's socket timeout once per pause, not on every request (reservations included).
@@ -93,3 +105,22 @@ class RateLimiter:
         if now - self._last_warning > 10:
             self._last_warning = now
             log.warning("rate limiter unavailable; letting requests through", extra={"error": type(err).__name__})
+
+
+class RateLimits:
+    """Picks the bucket of a request: its account when its token verifies, else its client address."""
+
+    def __init__(self, anonymous: RateLimiter, account: RateLimiter, verifier: TokenVerifier | None) -> None:
+        self.anonymous, self.account, self.verifier = anonymous, account, verifier
+
+    async def take(self, token: str | None, client: str) -> Decision:
+        if token is not None and self.verifier is not None:
+            try:
+                caller = await self.verifier.verify(token)
+            except NoAutenticado:
+                pass  # counted by address, like any anonymous call; the service answers the 401
+            else:
+                decision = await self.account.take(f"{caller.issuer}|{caller.sub}")
+                return Decision(decision.allowed, decision.retry_after_s, "account", self.account.rate)
+        decision = await self.anonymous.take(client)
+        return Decision(decision.allowed, decision.retry_after_s, "client", self.anonymous.rate)

@@ -45,7 +45,7 @@ class ReservaIn(BaseModel):
     pago: PagoIn
 
 
-def get_deps(request: Request) -> handlers.Deps:
+async def get_deps(request: Request) -> handlers.Deps:
     deps: handlers.Deps = request.app.state.deps
     return deps
 

@@ -38,6 +38,12 @@ PASOS_COMPRA = ("hold", "authorize", "confirm", "capture", "record")
 PASOS_CANCELACION = ("refund", "return_sale", "record_cancel")
 # The compensation registered before each purchase step runs (None: nothing new to undo).
 COMPENSACION_DE = {"hold": "release", "authorize": "void", "confirm": None, "capture": None, "record": None}
+# The steps the saga's state is written before (besides its creation, and unless a compensation is registered
+# for the step: that is always durable before the step runs). Every step is idempotent by reserva_id, so a
+# restart re-runs everything from the last write: hold, authorize and confirm again (each answers as the first
+# time), or capture and record. The pivot is written: from there on the saga never unwinds.
+PERSISTIR_ANTES = ("capture",)
+ANTES_DEL_PIVOTE = PASOS_COMPRA[: PASOS_COMPRA.index("capture")]  # their compensations are registered at creation
 
 
 class Ids(Protocol):
@@ -140,6 +146,9 @@ class Saga:
     actualizada_en: str = field(default_factory=ahora_iso)
     revision: int = 0
     persistido: bytes = field(default=b"", repr=False)  # the document as last written: what a failed save leaves
+    # Not stored: False while the process that created the saga knows it never sent the authorize, True once it
+    # may have; None for a saga read back from the store (a run that died may have sent it, so a void is due).
+    pago_enviado: bool | None = field(default=False, repr=False)
 
     @property
     def terminada(self) -> bool:
@@ -154,6 +163,12 @@ class Saga:
     def registrar(self, compensacion: str | None) -> None:
         if compensacion and compensacion not in self.compensaciones:
             self.compensaciones.append(compensacion)
+
+    def registrar_antes_del_pivote(self) -> None:
+        """Every compensation before the pivot, registered (so persisted with the create) before the hold runs:
+        then no write is needed between hold, authorize and confirm (saga.py)."""
+        for paso in ANTES_DEL_PIVOTE:
+            self.registrar(COMPENSACION_DE[paso])
 
     def pendientes_de_compensar(self) -> list[str]:
         return [c for c in reversed(self.compensaciones) if c not in self.compensadas]
@@ -172,7 +187,7 @@ class Saga:
         doc = dict(doc, estado=Estado(doc["estado"]), fase=Fase(doc["fase"]))
         if doc["fase"] == Fase.CANCELANDO and doc.get("paso") == "release":
             doc["paso"] = "return_sale"  # sagas written before the cancellation's step had its own name
-        return cls(**doc, revision=revision)
+        return cls(**doc, revision=revision, pago_enviado=None)
 
     def resultado(self) -> dict[str, Any]:
         """What the outcome event keeps of a finished saga, so the reservation reads the same once the saga's
@@ -215,7 +230,7 @@ class Saga:
         )
 
 
-_DOC_FIELDS = tuple(f.name for f in fields(Saga) if f.name not in ("revision", "persistido"))
+_DOC_FIELDS = tuple(f.name for f in fields(Saga) if f.name not in ("revision", "persistido", "pago_enviado"))
 MAX_REANUDACIONES = 10
 
 

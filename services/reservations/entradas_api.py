@@ -45,7 +45,7 @@ class CheckinIn(BaseModel):
     )
 
 
-def get_entradas(request: Request) -> entradas.EntradasDeps:
+async def get_entradas(request: Request) -> entradas.EntradasDeps:
     deps: entradas.EntradasDeps = request.app.state.entradas
     return deps
 

@@ -63,7 +63,7 @@ def nueva_saga(cmd: ReservarEntradas, solicitud: Solicitud) -> Saga:
         huella=cmd.huella(),
         limite_por_usuario=solicitud.evento.limite_por_usuario if solicitud.evento else None,
     )
-    saga.registrar("release")  # the hold's compensation, registered before the hold runs
+    saga.registrar_antes_del_pivote()
     return saga
 
 
@@ -98,7 +98,7 @@ def _same_request(saga: Saga, cmd: ReservarEntradas) -> Saga:
 
 def _outcome_pending(saga: Saga) -> Estado | None:
     """The outcome a saga may have stored already, its purge being what is left: then the archive is newer."""
-    if saga.fase == Fase.ADELANTE and saga.paso == "record":
+    if saga.fase == Fase.ADELANTE and saga.paso in ("capture", "record"):  # no write between them: saga.py
         return Estado.CONFIRMADA
     if saga.fase == Fase.COMPENSANDO:
         return Estado.RECHAZADA

@@ -6,13 +6,14 @@ reverse, then marks the reservation rechazada. From the pivot on the saga only g
 processor refuses took no money (unwind), but a capture or record whose outcome stays unknown after its retries
 ends in requiere_intervencion, never in an automatic refund of a buyer who may hold tickets.
 
-The state is written before each step and after each result, one CAS write carrying both ("after step N" is
-"before step N+1"), so a restarted process resumes exactly where the last one stopped: every step and
-compensation is idempotent by reserva_id, so re-running the one in flight is safe. While a step runs its
-lease is renewed, so no second driver starts it. Whatever a step raises, the saga ends: a business "no"
-unwinds, a retryable error is retried by time, anything else unwinds before the pivot and needs an operator
-after it; a saga resumed too many times (a crash loop) needs an operator too. A finished saga's key is purged
-once its outcome event is stored (saga_store.py).
+The state is written when the saga is created, before a step whose compensation is not registered yet, before
+the pivot, and at every decision to unwind (one CAS write each). Between those writes a restarted process
+re-runs the steps since the last one: every step and compensation is idempotent by reserva_id, so each answers
+as it did the first time (a purchase thus costs 3 writes of its own state, not 6: docs/performance.md).
+While a step runs its lease is renewed, so no second driver starts it. Whatever a step raises, the saga
+ends: a business "no" unwinds, a retryable error is retried by time, anything else unwinds before the pivot and
+needs an operator after it; a saga resumed too many times (a crash loop) needs an operator too. A finished
+saga's key is purged once its outcome event is stored (saga_store.py).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from services.reservations.domain import (
     MAX_REANUDACIONES,
     PASOS_CANCELACION,
     PASOS_COMPRA,
+    PERSISTIR_ANTES,
     Estado,
     Fase,
     PasoFallido,
@@ -263,8 +265,11 @@ class Orquestador:
             await self._finish(saga, "confirmadas")
             return
         saga.paso = PASOS_COMPRA[following]
-        saga.registrar(COMPENSACION_DE[saga.paso])
-        await self._save(saga)
+        compensacion = COMPENSACION_DE[saga.paso]
+        nueva = compensacion is not None and compensacion not in saga.compensaciones
+        saga.registrar(compensacion)
+        if nueva or saga.paso in PERSISTIR_ANTES:
+            await self._save(saga)
 
     async def _unwind(self, saga: Saga, paso: str, motivo: str, detalle: str) -> None:
         """The decision to unwind, persisted before any of its effects: a restart must not go forward."""

@@ -62,6 +62,7 @@ async def hold(saga: Saga, deps: SagaDeps) -> str | None:
 async def authorize(saga: Saga, deps: SagaDeps) -> str | None:
     if saga.importe_centimos == 0:
         return "sin_importe"
+    saga.pago_enviado = True
     try:
         out = await deps.pagos.authorize(_key(saga, "authorize"), saga.metodo["token"], saga.importe_centimos)
     except PaymentPermanentError:
@@ -172,9 +173,11 @@ async def run_step(nombre: str, saga: Saga, deps: SagaDeps) -> str | None:
 
 def compensacion_necesaria(nombre: str, saga: Saga) -> bool:
     """Skip only what certainly did nothing: a hold that was refused, an authorize that was declined (or had
-    nothing to charge). An authorize that may have been sent is always voided (by its key)."""
+    nothing to charge, or that this very process never sent). An authorize that may have been sent is always
+    voided (by its key)."""
     if nombre == "void":
-        return saga.importe_centimos > 0 and "pago_rechazado" not in saga.datos
+        sent = saga.pago_enviado is not False  # unknown after a restart: the run that died may have sent it
+        return saga.importe_centimos > 0 and "pago_rechazado" not in saga.datos and sent
     if nombre == "release":
         return not saga.datos.get("sin_hold")
     return True

@@ -87,17 +87,17 @@ class Historial(BaseModel):
     compras: list[Compra]
 
 
-def get_deps(request: Request) -> handlers.Dependencias:
+async def get_deps(request: Request) -> handlers.Dependencias:
     deps: handlers.Dependencias = request.app.state.deps
     return deps
 
 
-def get_redis(request: Request) -> Redis:
+async def get_redis(request: Request) -> Redis:
     redis: Redis = request.app.state.redis
     return redis
 
 
-def get_identidad(request: Request) -> auth_handlers.Identidad:
+async def get_identidad(request: Request) -> auth_handlers.Identidad:
     identidad: auth_handlers.Identidad = request.app.state.identidad
     return identidad
 
@@ -169,7 +169,7 @@ Admin = Annotated[Principal, Depends(con_rol(ADMIN))]
 K = Annotated[int, Query(ge=2, le=1_000, description="every quasi-identifier combination appears at least k times")]
 
 
-def get_exportador(request: Request) -> exportacion.Exportador:
+async def get_exportador(request: Request) -> exportacion.Exportador:
     """A new one per export: its event cache lives as long as the export."""
     state = request.app.state
     return exportacion.Exportador(state.redis, state.deps.data_keys, state.info_evento)

@@ -60,7 +60,7 @@ def client_address(request: Request) -> str:
     return peer
 
 
-def get_keys(request: Request) -> PublishedKeys:
+async def get_keys(request: Request) -> PublishedKeys:
     keys: PublishedKeys = request.app.state.published_keys
     return keys
 

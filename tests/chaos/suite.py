@@ -80,6 +80,7 @@ class System:
             EVENTFLOW_NATS_CLUSTER="3",
             EVENTFLOW_PASSWORD_HASH_PROFILE="test",  # a thousand buyers sign up: not a password-hashing benchmark
             EVENTFLOW_RATE_LIMIT_PER_S="0",  # every buyer comes from 127.0.0.1
+            EVENTFLOW_RATE_LIMIT_ACCOUNT_PER_S="0",  # nor per account: the suite measures the sale, not the limit
             EVENTFLOW_LOG_LEVEL="WARNING",
             EVENTFLOW_READY_TIMEOUT="120",
         )

@@ -174,3 +174,45 @@ async def test_a_replica_signs_with_the_key_another_replica_rotated_in(keys: Any
     new_kid = await signing.rotate()
     clock.now += 31  # past RECHECK_S: well inside the old key's remaining validity
     assert (await twin.current()).kid == new_kid
+
+
+class CountingVerifier(TokenVerifier):
+    """Counts the signature verifications actually done (the cache's misses)."""
+
+    verified = 0
+
+    async def _verify(self, token: str, issuer: TrustedIssuer) -> Any:
+        self.verified += 1
+        return await super()._verify(token, issuer)
+
+
+async def test_a_token_verified_once_is_not_verified_again(keys: Any) -> None:
+    signing, published, clock = keys
+    check = CountingVerifier([TrustedIssuer(ISS, AUD, published)], clock=clock)
+    token = await signing.sign(claims(clock, sub="u-cache"))
+    first = await check.verify(token)
+    assert await check.verify(token) == first
+    assert check.verified == 1
+
+
+async def test_a_cached_token_is_refused_once_it_expires(keys: Any) -> None:
+    signing, published, clock = keys
+    check = verifier(published, clock)
+    token = await signing.sign(claims(clock, exp=int(clock.now) + 60))
+    await check.verify(token)
+    clock.now += 60 + 31  # past exp and the leeway
+    with pytest.raises(NoAutenticado):
+        await check.verify(token)
+
+
+async def test_a_cached_token_is_refused_once_its_key_is_dropped(keys: Any) -> None:
+    """A key withdrawn from the published set (a compromised key, say) stops its tokens at the next reload,
+    cached or not."""
+    signing, published, clock = keys
+    check = verifier(published, clock)
+    token = await signing.sign(claims(clock))
+    await check.verify(token)
+    await published.jwks_kv.purge((await signing.current()).kid)
+    await published.refresh(force=True)
+    with pytest.raises(NoAutenticado):
+        await check.verify(token)

@@ -49,6 +49,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
         tmp_path_factory.mktemp("fuzz") / "var",
         EVENTFLOW_PASSWORD_HASH_PROFILE="test",
         EVENTFLOW_RATE_LIMIT_PER_S="0",
+        EVENTFLOW_RATE_LIMIT_ACCOUNT_PER_S="0",  # one account sends every fuzzed request
         EVENTFLOW_LOG_LEVEL="WARNING",
     )
     with detached(env):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -282,3 +284,94 @@ async def test_a_client_signs_in_and_is_recognized_through_the_gateway(settings:
             assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Bearer")
             refreshed = await client.post("/api/auth/refresh", json={"refresh_token": cuenta.refresh_token})
             assert refreshed.status_code == 200 and refreshed.headers["cache-control"] == "no-store"
+
+
+async def test_signed_in_callers_are_limited_per_account_and_anonymous_ones_per_address(settings: Settings) -> None:
+    """Issue 12: many buyers behind one address (a NAT) each get their own bucket; an anonymous caller, or one
+    whose token does not verify (a forged `sub` too), is counted against the address."""
+    from services.users.bootstrap import create_app as users_app
+
+    async with serve(users_app(settings)) as users_url:
+        async with httpx.AsyncClient(base_url=users_url) as users:
+            ana, beto = await registrar(users), await registrar(users)
+        conf = gateway_settings(
+            settings,
+            {"users": users_url},
+            gateway_upstreams="users",
+            rate_limit_per_s=0.01,
+            rate_limit_burst=2,
+            rate_limit_account_per_s=0.01,
+            rate_limit_account_burst=3,
+            trust_forwarded_for=True,
+        )
+        async with api_client(create_app(conf)) as client:
+            client.headers["x-forwarded-for"] = f"10.2.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"  # one NAT
+
+            async def me(headers: dict[str, str] | None = None) -> httpx.Response:
+                return await client.get("/api/usuarios/me", headers=headers)
+
+            for _ in range(3):
+                assert (await me(ana.headers)).status_code == 200
+            limited = await me(ana.headers)
+            assert assert_problem(limited, 429)["detail"].endswith("per account exceeded.")
+            assert (await me(beto.headers)).status_code == 200, "another account behind the same address"
+
+            for _ in range(2):
+                assert (await me()).status_code == 401  # anonymous: through the limit, refused by the service
+            assert assert_problem(await me(), 429)["detail"].endswith("per client exceeded.")
+
+            header, body, signature = beto.token.split(".")
+            claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+            for sub in (beto.id, str(uuid.uuid4())):
+                forged_body = base64.urlsafe_b64encode(json.dumps({**claims, "sub": sub}).encode()).rstrip(b"=")
+                forged = f"{header}.{forged_body.decode()}.{signature}"
+                assert (await me({"Authorization": f"Bearer {forged}"})).status_code == 429, "counted by address"
+            assert [(await me(beto.headers)).status_code for _ in range(3)] == [200, 200, 429], (
+                "the forged tokens took nothing from the account (its 2nd and 3rd of 3, then refused)"
+            )
+
+
+async def test_anonymous_reads_of_an_events_public_document_are_served_from_a_short_lived_copy(
+    settings: Settings, upstreams: dict[str, str]
+) -> None:
+    """The echo's body carries the request id the upstream saw: the same id twice means the second reader got
+    the gateway's copy, a new one that the upstream was asked again."""
+    async with api_client(create_app(gateway_settings(settings, upstreams, gateway_cache_s=60))) as client:
+
+        async def seen(path: str, **headers: str) -> str:
+            response = await client.get(path, headers=headers)
+            assert response.status_code == 200
+            return str(response.json()["headers"]["x-request-id"])
+
+        public = f"/api/eventos/{uuid.uuid4().hex}?cache=public,max-age=5"
+        first = await seen(public)
+        assert await seen(public) == first, "served from the copy"
+        assert await seen(public, authorization="Bearer x") != first, "never for a request with a token"
+        assert await seen(public, accept="text/plain") != first, "another Accept is another copy"
+        revalidated = await client.get(public, headers={"if-none-match": ETAG})
+        assert revalidated.status_code == 304 and revalidated.headers["etag"] == ETAG
+        for not_shared in ("max-age=5", "public,no-cache,max-age=5", "private,max-age=5", "public"):
+            path = f"/api/eventos/{uuid.uuid4().hex}?cache={not_shared}"
+            assert await seen(path) != await seen(path), f"{not_shared} is not kept"
+        listing = f"/api/eventos?organizador_id={uuid.uuid4().hex}&cache=public,max-age=5"
+        assert await seen(listing) != await seen(listing), "a listing is not kept (read-your-writes)"
+        missing = f"/api/eventos/{uuid.uuid4().hex}?cache=public,max-age=5&status=404"
+        ids = [(await client.get(missing)).json()["headers"]["x-request-id"] for _ in range(2)]
+        assert ids[0] != ids[1], "only a 200 is kept"
+
+
+def test_a_copy_is_kept_no_longer_than_the_gateway_allows_nor_than_its_max_age() -> None:
+    from fastapi import Response
+    from starlette.requests import Request
+
+    from services.gateway.cache import PublicCache
+
+    now = [1000.0]
+    cache = PublicCache(ttl_s=1.0, clock=lambda: now[0])
+    request = Request({"type": "http", "method": "GET", "path": "/api/eventos/e1", "query_string": b"", "headers": []})
+    for key, max_age, lasts in (("short", "0.5", 0.5), ("long", "5", 1.0)):
+        cache.keep(key, Response(b"{}", headers={"cache-control": f"public, max-age={max_age}"}))
+        now[0] += lasts - 0.01
+        assert cache.answer(key, request) is not None
+        now[0] += 0.02
+        assert cache.answer(key, request) is None

@@ -16,7 +16,8 @@ ETAG = '"v1"'
 
 
 def echo_app(name: str) -> FastAPI:
-    """Answers with what it received; `?status=` picks the status; `/slow` (or `?slow=1`) never answers in time."""
+    """Answers with what it received; `?status=` picks the status, `?cache=` the Cache-Control; `/slow` (or
+    `?slow=1`) never answers in time."""
     app = FastAPI()
 
     @app.get("/health/ready")
@@ -39,7 +40,7 @@ def echo_app(name: str) -> FastAPI:
         }
         headers = {
             "etag": ETAG,
-            "cache-control": "max-age=5",
+            "cache-control": request.query_params.get("cache", "max-age=5"),  # `?cache=public,max-age=5`
             "location": f"/{path}/1",
             "retry-after": "3",
             "idempotency-key": "generated-key",

@@ -21,7 +21,14 @@ from eventflow.crypto import Pseudonymizer
 from eventflow.eventstore import EventStore
 from eventflow.jetstream import RESERVAS
 from services.reservations import handlers
-from services.reservations.domain import MAX_REANUDACIONES, CancelarReserva, Estado, Fase, ReservaNoEncontrada, Saga
+from services.reservations.domain import (
+    MAX_REANUDACIONES,
+    CancelarReserva,
+    Estado,
+    Fase,
+    ReservaNoEncontrada,
+    Saga,
+)
 from services.reservations.handlers import Deps
 from services.reservations.inventory import EventoSinInventario, HoldRequest
 from services.reservations.payments import CardDetails, PaymentPermanentError
@@ -56,7 +63,9 @@ class World:
         deps = SagaDeps(self.inventario, self.pagos, self.reservas, hold_ttl_s=60, limite_por_usuario=None)
         return Orquestador(self.store, deps, SagaConfig(owner=owner, **{**FAST, **config}), on_intervention=count)
 
-    async def saga(self, numero: str = VISA_OK, cantidad: int = 1) -> Saga:
+    async def saga(self, numero: str = VISA_OK, cantidad: int = 1, *, como_la_api: bool = False) -> Saga:
+        """`como_la_api`: every compensation before the pivot registered at creation, as handlers.nueva_saga does
+        (then nothing is written between hold, authorize and confirm); otherwise only the hold's."""
         metodo = await self.pagos.tokenize(CardDetails(numero, "12/34", "123"))
         saga = Saga(
             reserva_id=str(uuid.uuid4()),
@@ -68,7 +77,10 @@ class World:
             metodo={"token": metodo.token, "marca": metodo.marca, "ultimos4": metodo.ultimos4},
             huella="h",
         )
-        saga.registrar("release")
+        if como_la_api:
+            saga.registrar_antes_del_pivote()
+        else:
+            saga.registrar("release")
         saga.arrendar(self.orq.config.owner, 30)
         await self.store.create(saga)
         return saga
@@ -552,3 +564,103 @@ async def test_who_may_see_and_cancel_a_reservation(world: World) -> None:
         await handlers.autorizar_cancelacion(confirmed.reserva_id, organizer, deps)
     for caller in (buyer, admin):
         await handlers.autorizar_cancelacion(confirmed.reserva_id, caller, deps)
+
+
+class Crash(BaseException):
+    """The process dies here: nothing after it runs (not even `except Exception`)."""
+
+
+class DiesAfter:
+    """A port whose `method` takes effect and then the process dies, before the answer is seen."""
+
+    def __init__(self, inner: Any, method: str) -> None:
+        self.inner, self.method = inner, method
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if name != self.method:
+            return attr
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            await attr(*args, **kwargs)
+            raise Crash
+
+        return call
+
+
+async def crash_after(world: World, saga: Saga, port: str, method: str) -> None:
+    """Drive `saga` with `port`'s `method` killing the process right after its effect; then a restarted
+    orchestrator (same owner, healthy ports) resumes every unfinished saga to its end."""
+    deps = world.orq.deps
+    dying = replace(deps, **{port: DiesAfter(getattr(deps, port), method)})
+    first = Orquestador(world.store, dying, world.orq.config)
+    with pytest.raises(Crash):
+        await first.start(saga)
+    restarted = world.orquestador(world.orq.config.owner)
+    assert await restarted.resume_all() == 1
+    await asyncio.gather(*restarted._tasks.values())
+
+
+async def saga_writes(js: JetStreamContext, store: SagaStore) -> int:
+    """Writes to the saga bucket so far (each one an fsync'd JetStream message)."""
+    return int((await js.stream_info(f"KV_{store.bucket}")).state.last_seq)
+
+
+async def test_a_purchase_writes_its_saga_state_three_times(js: JetStreamContext, world: World) -> None:
+    """Created, before the pivot, purged: hold, authorize and confirm need no write between them."""
+    saga = await world.saga(como_la_api=True)
+    done = await world.run(saga)
+    assert done.estado == Estado.CONFIRMADA
+    assert await saga_writes(js, world.store) == 3
+
+
+@pytest.mark.parametrize(
+    ("port", "method"),
+    [("inventario", "hold"), ("pagos", "authorize"), ("inventario", "confirm"), ("pagos", "capture")],
+)
+async def test_a_crash_right_after_an_unwritten_step_resumes_to_one_sale(world: World, port: str, method: str) -> None:
+    """The state is not written after hold, authorize, confirm or capture: a restart re-runs from the last write,
+    and each step answers as the first time: one hold, one authorization, one capture, one outcome event."""
+    saga = await world.saga(como_la_api=True)
+    await crash_after(world, saga, port, method)
+    done = await world.reserva(saga.reserva_id)
+    assert done.estado == Estado.CONFIRMADA, pasos(done)
+    auth = done.datos["autorizacion"]
+    assert world.pagos.estado == {auth: "captured"}, "one authorization, captured once"
+    assert world.inventario.sold("ev1", saga.reserva_id)
+    assert (await world.inventario.availability("ev1")).vendidas == 1
+    events, _ = await world.reservas.load(saga.reserva_id)
+    assert [e.type for e in events] == [RESERVA_CONFIRMADA]
+
+
+async def test_a_crash_after_authorize_then_a_lost_hold_voids_the_unwritten_authorization(world: World) -> None:
+    """The authorization the dead run got was never written down: the void registered at creation (by the
+    authorize key) still finds it when the resumed saga unwinds (here its hold expired and the event sold out)."""
+    clock = {"now": time.time()}
+    world.inventario = FakeInventario(lambda: clock["now"], ev1=1)
+    world.orq = world.orquestador(world.orq.config.owner)
+    saga = await world.saga(como_la_api=True)
+    deps = world.orq.deps
+    first = Orquestador(world.store, replace(deps, pagos=DiesAfter(deps.pagos, "authorize")), world.orq.config)
+    with pytest.raises(Crash):
+        await first.start(saga)
+    assert list(world.pagos.estado.values()) == ["authorized"]
+    clock["now"] += 3600  # the hold expired ...
+    rival = HoldRequest("rival", "ev1", "u2", 1, (), 60, None)
+    await world.inventario.hold(rival)  # ... and someone else took the last ticket
+    await world.inventario.confirm("ev1", "rival")
+    restarted = world.orquestador(world.orq.config.owner)
+    assert await restarted.resume_all() == 1
+    await asyncio.gather(*restarted._tasks.values())
+    done = await world.reserva(saga.reserva_id)
+    assert done.estado == Estado.RECHAZADA and done.motivo == "agotado", pasos(done)
+    assert list(world.pagos.estado.values()) == ["voided"], "no money held for a rejected reservation"
+
+
+async def test_a_hold_refused_at_once_sends_no_void(world: World) -> None:
+    """The void registered at creation is skipped when this very process knows it never sent the authorize."""
+    world.capacidad(0)
+    saga = await world.saga(como_la_api=True)
+    done = await world.run(saga)
+    assert done.estado == Estado.RECHAZADA
+    assert world.pagos.calls["void"] == 0 and not world.pagos.ops

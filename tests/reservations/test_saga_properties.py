@@ -163,16 +163,26 @@ FAST = SagaConfig(owner="p", step_timeout_s=1, retry_for_s=0.01, record_retry_fo
     fault_at=st.integers(1, 40),
     fault=st.sampled_from(FAULTS),
     tick=st.sampled_from([0.0, 50.0]),
+    como_la_api=st.booleans(),
 )
 def test_any_fault_ends_every_saga_consistently(
-    orders: list[tuple[str, int]], capacity: int, fault_at: int, fault: str, tick: float
+    orders: list[tuple[str, int]], capacity: int, fault_at: int, fault: str, tick: float, como_la_api: bool
 ) -> None:
-    """`tick`: seconds the inventory's clock advances per operation; 50 makes 120 s holds expire mid-saga."""
-    asyncio.run(_scenario(orders, capacity, fault_at, fault, FAST, tick))
+    """`tick`: seconds the inventory's clock advances per operation; 50 makes 120 s holds expire mid-saga.
+    `como_la_api`: the sagas register every compensation before the pivot at creation, as the API does, so
+    nothing is written between hold, authorize and confirm; otherwise the void is registered (and written)
+    only before the authorize."""
+    asyncio.run(_scenario(orders, capacity, fault_at, fault, FAST, tick, como_la_api))
 
 
 async def _scenario(
-    orders: list[tuple[str, int]], capacity: int, fault_at: int, fault: str, config: SagaConfig, tick: float
+    orders: list[tuple[str, int]],
+    capacity: int,
+    fault_at: int,
+    fault: str,
+    config: SagaConfig,
+    tick: float,
+    como_la_api: bool = True,
 ) -> None:
     now = itertools.count(1_000_000.0, tick) if tick else None
     clock = (lambda: next(now)) if now else time.time  # type: ignore[arg-type]
@@ -187,7 +197,10 @@ async def _scenario(
     for i, (card, cantidad) in enumerate(orders):
         metodo = await pagos.tokenize(CardDetails(card, "12/34", "123"))
         saga = Saga(f"r{i}", f"u{i}", "ev", cantidad, [], 1000 * cantidad, metodo.__dict__, "h")
-        saga.registrar("release")
+        if como_la_api:
+            saga.registrar_antes_del_pivote()
+        else:
+            saga.registrar("release")
         await store.create(saga)
         sagas.append(saga)
 
