@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -200,14 +201,25 @@ class Reading:
     read: str
     requests: int
     elapsed_s: float
-    errors: int
+    errors: dict[str, int]  # status (or exception) -> count
     latencies_ms: list[float] = field(repr=False)
+    alone_ms: float = 0.0  # p50 of its first 50 requests again, one at a time (1 connection): no queueing
 
     def pct(self, q: float) -> float:
         lat = sorted(self.latencies_ms)
         return lat[min(len(lat) - 1, int(len(lat) * q))] if lat else 0.0
 
-    HEADERS = ("size", "read (direct, 1 worker)", "requests", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "errors")
+    HEADERS = (
+        "size",
+        "read (direct, 1 worker)",
+        "requests",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "alone p50 ms",
+        "errors",
+    )
 
     def cells(self) -> list[str]:
         rate = self.requests / self.elapsed_s if self.elapsed_s else 0.0
@@ -219,7 +231,8 @@ class Reading:
             f"{self.pct(0.50):.1f}",
             f"{self.pct(0.99):.1f}",
             f"{self.pct(0.999):.1f}",
-            str(self.errors),
+            f"{self.alone_ms:.1f}",
+            " ".join(f"{k}:{v}" for k, v in sorted(self.errors.items())) or "0",
         ]
 
 
@@ -229,26 +242,29 @@ Request = Callable[[int], tuple[str, dict[str, str]]]
 async def measure(size: int, read: str, request_for: Request, requests: int, conns: int) -> Reading:
     """Exactly `requests` GETs over `conns` connections; anything but 200 counts as an error."""
     latencies: list[float] = []
-    errors = 0
+    errors: Counter[str] = Counter()
     counter = iter(range(requests))
     connector = aiohttp.TCPConnector(limit=conns)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
 
         async def worker() -> None:
-            nonlocal errors
             for i in counter:
                 url, headers = request_for(i)
                 started = time.perf_counter()
-                async with session.get(url, headers=headers) as resp:
-                    await resp.read()
-                    ok = resp.status == 200
+                try:
+                    async with session.get(url, headers=headers) as resp:
+                        await resp.read()
+                        status = str(resp.status)
+                except (aiohttp.ClientError, TimeoutError) as err:
+                    status = type(err).__name__
                 latencies.append((time.perf_counter() - started) * 1000)
-                errors += not ok
+                if status != "200":
+                    errors[status] += 1
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(conns)))
         elapsed = time.perf_counter() - started
-    return Reading(size, read, requests, elapsed, errors, latencies)
+    return Reading(size, read, requests, elapsed, dict(errors), latencies)
 
 
 def uptime() -> str:
@@ -286,11 +302,12 @@ async def reads_at(
     ]
     # Warm the connections and each worker's code paths on reads that leave no state behind (not the user reads).
     for _, request_for in reads[:5]:
-        await measure(size, "warm-up", request_for, conns * 4, conns)
-    await measure(size, "warm-up", reads[-1][1], conns * 4, conns)
+        await measure(size, "warm-up", request_for, min(conns * 4, requests), conns)
+    await measure(size, "warm-up", reads[-1][1], min(conns * 4, requests), conns)
     out = []
     for name, request_for in reads:
         reading = await measure(size, name, request_for, requests, conns)
+        reading.alone_ms = (await measure(size, name, request_for, 50, 1)).pct(0.5)
         print("  " + " | ".join(reading.cells()), flush=True)
         out.append(reading)
     return out
