@@ -95,6 +95,7 @@ bench: venv         ## benchmarks; prints tables, writes docs/img/perf-*.png (se
 	$(PY) -m bench.reservations
 	$(PY) -m bench.openloop $(OPENLOOP_ARGS)
 	$(PY) -m bench.inventory
+	$(PY) -m bench.growth $(GROWTH_ARGS)
 
 rebuild: venv       ## rebuild the read models from the log into a new generation and switch (safe while running; SERVICES="users events")
 	$(PY) -m eventflow.rebuild $(SERVICES)
