@@ -245,6 +245,11 @@ class Orquestador:
         paso = saga.paso or PASOS_COMPRA[0]
         forward_only = paso in DESPUES_DEL_PIVOTE
         retry_for = self.config.record_retry_for_s if forward_only else self.config.retry_for_s
+        if time.time() > saga.lease_until - self.config.lease_s / 3:
+            # Steps since the last write ran long: write (a CAS, which renews the lease) before the next one, so
+            # a driver whose lease another replica took stops here (SagaTomada) instead of holding and
+            # confirming a sale the other driver also settles. The fast path never gets here.
+            await self._save(saga)
         try:
             detalle = await self._attempt(paso, saga, retry_for, retry_all=forward_only)
         except PasoFallido as fallo:
