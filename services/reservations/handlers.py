@@ -15,7 +15,8 @@ import asyncio
 from dataclasses import dataclass
 
 from eventflow.auth import ORGANIZADOR, Principal, Prohibido
-from eventflow.errors import Conflict
+from eventflow.errors import Conflict, Unavailable
+from eventflow.eventstore import OutcomeUnknown
 from services.reservations.catalog import CatalogoEventos
 from services.reservations.chain import Manejador, Solicitud
 from services.reservations.domain import (
@@ -82,7 +83,11 @@ async def reservar(cmd: ReservarEntradas, deps: Deps) -> tuple[Saga, bool]:
         if existing is None:
             raise Conflict("the reservation is being created; retry") from None
         return _same_request(existing, cmd), False
-    if (finished := await deps.archivo.get(cmd.reserva_id)) is not None:
+    try:
+        finished = await deps.archivo.get(cmd.reserva_id)
+    except Unavailable:  # the saga is stored and its supervisor will run it: not "nothing stored"
+        raise OutcomeUnknown(cmd.reserva_id) from None
+    if finished is not None:
         # A twin request ran its whole saga between our look and our create: ours must not run again.
         await deps.store.finish(saga)
         return _same_request(finished, cmd), False
