@@ -227,6 +227,7 @@ class Saga:
             historial=list(data.get("historial") or []),
             creada_en=data.get("creada_en", actualizada_en),
             actualizada_en=actualizada_en,
+            pago_enviado=None,  # read back, like from_doc: whether an authorize went out is not known here
         )
 
 

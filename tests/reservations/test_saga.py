@@ -34,7 +34,7 @@ from services.reservations.inventory import EventoSinInventario, HoldRequest
 from services.reservations.payments import CardDetails, PaymentPermanentError
 from services.reservations.saga import Orquestador, SagaConfig
 from services.reservations.saga_store import ReservationArchive, SagaStore, SagaTomada
-from services.reservations.steps import SagaDeps
+from services.reservations.steps import SagaDeps, compensacion_necesaria
 from tests.reservations.fakes import FakeCatalogo, FakeInventario, FakePagos, evento_info
 from tests.reservations.helpers import DECLINED, INSUFFICIENT, PROCESSING_ERROR, VISA_OK, eventually
 
@@ -664,3 +664,12 @@ async def test_a_hold_refused_at_once_sends_no_void(world: World) -> None:
     done = await world.run(saga)
     assert done.estado == Estado.RECHAZADA
     assert world.pagos.calls["void"] == 0 and not world.pagos.ops
+
+
+def test_a_reservation_rebuilt_from_its_outcome_does_not_claim_its_authorize_was_never_sent() -> None:
+    """Read back from the log, nobody knows whether an authorize went out: a void must not be skipped."""
+    outcome = {"reserva_id": "r1", "usuario_id": "u1", "evento_id": "e1", "cantidad": 2, "importe_centimos": 5000}
+    saga = Saga.desde_resultado({**outcome, "estado": "confirmada"}, "2026-12-03T00:00:00+00:00")
+
+    assert saga.pago_enviado is None
+    assert compensacion_necesaria("void", saga)
