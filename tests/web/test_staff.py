@@ -123,3 +123,27 @@ def test_the_door_queues_scans_offline_and_sends_them_on_reconnect(
     expect(answer).to_contain_text("VÁLIDA")
     expect(answer).to_contain_text("YA USADA")
     expect(page.locator("#red")).not_to_contain_text("en cola")
+
+
+def test_a_scan_queued_by_an_older_page_keeps_one_key_across_retries(
+    page: Page, web: Web, organizer: dict[str, str]
+) -> None:
+    """A queue entry from before scans had ids gets its key once: a resend after a 503 is the same scan."""
+    event = web.event(organizer, aforo_total=5)
+    code = buy(web, event["id"], 1)["tickets"][0]["codigo"]
+    sign_in_page(page, web.base, web.user(["control"]))
+    old_entry = [{"codigo": code, "cuando": "2026-12-01T20:00:00.000Z"}]  # no "escaneo": the older format
+    page.evaluate("q => localStorage.setItem('eventflow.puerta.cola', JSON.stringify(q))", old_entry)
+    keys: list[str] = []
+
+    def first_answer_lost(route: Any) -> None:
+        keys.append(route.request.headers.get("idempotency-key", ""))
+        if len(keys) == 1:
+            route.fulfill(status=503, content_type="application/problem+json", body='{"status": 503}')
+        else:
+            route.continue_()
+
+    page.route("**/api/checkin", first_answer_lost)
+    page.goto(f"{web.base}/#/puerta")
+    expect(page.locator("#respuesta")).to_contain_text("VÁLIDA", timeout=15_000)
+    assert len(keys) == 2 and keys[0] and keys[0] == keys[1], keys

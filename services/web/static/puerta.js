@@ -102,8 +102,12 @@ export async function mostrar() {
     try {
       while (cola().length) {
         const [primero] = cola();
+        if (!primero.escaneo) { // queued by an older page: give it its key once, kept for every retry
+          primero.escaneo = crypto.randomUUID();
+          guardarCola([primero, ...cola().slice(1)]);
+        }
         let r;
-        try { r = await enviar(primero.codigo, primero.escaneo || crypto.randomUUID()); } catch { reintentar(); break; }
+        try { r = await enviar(primero.codigo, primero.escaneo); } catch { reintentar(); break; }
         guardarCola(cola().slice(1));
         red();
         resultado(r, primero.cuando);
