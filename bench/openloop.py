@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import tempfile
 import time
@@ -33,7 +32,9 @@ from bench.reservations import (
     make_buyers,
     make_event,
     make_organizer,
+    proc_usage,
     refresh,
+    usage_line,
     wait_ready,
 )
 from eventflow.jetstream import connect
@@ -127,24 +128,6 @@ async def open_loop(
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - t0
     return n, send_span, confirmed, elapsed, latencies, rejected, errors
-
-
-def proc_usage(pid: int) -> tuple[float, int]:
-    """CPU seconds (user + system) so far and peak RSS in MiB of one process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    hwm = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM"))
-    return cpu, int(hwm.split()[1]) // 1024
-
-
-def usage_line(names: list[str], pids: list[int], before: dict[int, float], confirmed: int) -> str:
-    """Per process: CPU seconds per 1,000 confirmed sales in this step, and peak RSS so far."""
-    parts = []
-    for name, pid in zip(names, pids, strict=True):
-        cpu, rss = proc_usage(pid)
-        per_k = (cpu - before[pid]) / confirmed * 1000 if confirmed else 0.0
-        parts.append(f"{name} {per_k:.0f} cpu-s/1k sales, peak {rss} MiB")
-    return "; ".join(parts)
 
 
 async def bench(args: argparse.Namespace) -> list[Step]:

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.openloop import proc_usage
 from bench.reservations import (
     Services,
     make_buyers,
     make_event,
     make_organizer,
+    proc_usage,
     read_load,
     refresh,
     run_scenario,

@@ -26,7 +26,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,8 @@ class Row:
     elapsed_s: float
     latencies_ms: list[float]
     oversold: int
+    motivos: Counter[str] = field(default_factory=Counter)  # rejections by reason (`motivo` of the answer)
+    usage: str = ""  # CPU seconds per 1,000 sales and peak RSS of each process (usage_line)
 
     def cells(self) -> list[str]:
         lat = sorted(self.latencies_ms)
@@ -85,6 +87,7 @@ class Row:
             f"{p99:.0f}",
             str(self.confirmed),
             str(self.rejected),
+            ", ".join(f"{m}: {n}" for m, n in self.motivos.most_common()) or "-",
             str(self.errors),
             str(self.oversold),
         ]
@@ -99,6 +102,7 @@ HEADERS = [
     "p99 ms",
     "confirmed",
     "rejected",
+    "rejected by reason",
     "errors",
     "oversold",
 ]
@@ -180,6 +184,13 @@ class Services:
         self.nats_url = nats.url
         return {name: self.urls[name] for name in names}
 
+    def processes(self) -> dict[str, int]:
+        """The pid of every service and of the system's nats-server (the ledger's too, when it has its own)."""
+        names = ["users", "events", "reservations", "gateway"][: len(self.procs)]
+        pids = {name: proc.pid for name, proc in zip(names, self.procs, strict=True)}
+        pids["nats-server"] = self.servers[0].proc.pid
+        return pids
+
     def stop(self) -> None:
         for proc in self.procs:
             proc.terminate()
@@ -190,6 +201,24 @@ class Services:
                 proc.kill()
         for server in reversed(self.servers):
             server.stop()
+
+
+def proc_usage(pid: int) -> tuple[float, int]:
+    """CPU seconds (user + system) so far and peak RSS in MiB of one process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    hwm = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM"))
+    return cpu, int(hwm.split()[1]) // 1024
+
+
+def usage_line(names: list[str], pids: list[int], before: dict[int, float], confirmed: int) -> str:
+    """Per process: CPU seconds per 1,000 confirmed sales in this step, and peak RSS so far."""
+    parts = []
+    for name, pid in zip(names, pids, strict=True):
+        cpu, rss = proc_usage(pid)
+        per_k = (cpu - before[pid]) / confirmed * 1000 if confirmed else 0.0
+        parts.append(f"{name} {per_k:.1f} cpu-s/1k sales, peak {rss} MiB")
+    return "; ".join(parts)
 
 
 async def wait_ready(session: aiohttp.ClientSession, url: str) -> None:
@@ -436,15 +465,22 @@ async def run_scenario(
     capacity_each: int,
     inventory: JetStreamInventoryStore,
     ledger: SimulatedPaymentGateway,
+    processes: dict[str, int] | None = None,
+    asientos: list[str] | None = None,
 ) -> Row:
+    """Every buyer reserves `per_buyer` times, one ticket each, on a random event (and, for a seated event given
+    its `asientos`, a seat picked at random: taken seats are part of the load)."""
     latencies: list[float] = []
     counts = {"confirmed": 0, "rejected": 0, "errors": 0}
+    motivos: Counter[str] = Counter()
     odd: Counter[str] = Counter()
     outcomes: dict[str, str] = {}
 
     async def buyer(cuenta: Cuenta) -> None:
         for _ in range(per_buyer):
             body = {"usuario_id": cuenta.id, "evento_id": random.choice(events), "cantidad": 1, "pago": CARD}
+            if asientos:
+                body["asientos"] = [random.choice(asientos)]
             headers = {"Idempotency-Key": uuid.uuid4().hex, **cuenta.headers}
             started = time.perf_counter()
             try:
@@ -462,13 +498,17 @@ async def run_scenario(
                 counts["confirmed"] += 1
             elif status in (201, 409):
                 counts["rejected"] += 1
+                motivos[str(doc.get("motivo") or doc.get("title"))] += 1
             else:
                 counts["errors"] += 1
                 odd[f"{status} {doc.get('estado') or doc.get('title')}: {doc.get('detail', '')}"] += 1
 
+    processes = processes or {}
+    before = {pid: proc_usage(pid)[0] for pid in processes.values()}
     started = time.perf_counter()
     await asyncio.gather(*(buyer(b) for b in buyers))
     elapsed = time.perf_counter() - started
+    usage = usage_line(list(processes), list(processes.values()), before, counts["confirmed"])
     sold = 0
     oversold = 0
     for evento in events:
@@ -481,7 +521,15 @@ async def run_scenario(
         counts["errors"] += abs(sold - counts["confirmed"])  # a confirmation the client never saw
     counts["errors"] += await ledger_violations(ledger, outcomes)
     return Row(
-        name, target, len(buyers) * per_buyer, **counts, elapsed_s=elapsed, latencies_ms=latencies, oversold=oversold
+        name,
+        target,
+        len(buyers) * per_buyer,
+        **counts,
+        elapsed_s=elapsed,
+        latencies_ms=latencies,
+        oversold=oversold,
+        motivos=motivos,
+        usage=usage,
     )
 
 
@@ -494,7 +542,7 @@ class ReadRow:
     latencies_ms: list[float]
     errors: int
 
-    HEADERS = ("read (direct, 1 worker)", "Authorization", "requests", "rps", "p50 ms", "p99 ms", "errors")
+    HEADERS = ("read (1 worker per service)", "Authorization", "requests", "rps", "p50 ms", "p99 ms", "errors")
 
     def cells(self) -> list[str]:
         lat = sorted(self.latencies_ms)
@@ -542,13 +590,13 @@ async def read_load(
 
 
 async def verify_cost_us(session: aiohttp.ClientSession, users_url: str, token: str, n: int = 2_000) -> float:
-    """One ES256 verification (eventflow.auth.TokenVerifier, what every service runs per request), in µs, with the
-    issuer's published keys: the cost a bearer-protected request pays on top of its work."""
+    """One ES256 verification (eventflow.auth.TokenVerifier with its cache off), in µs, with the issuer's
+    published keys: what a bearer-protected request pays on a token's first use (later ones hit the cache)."""
     async with session.get(f"{users_url}/.well-known/jwks.json") as resp:
         jwks = await resp.json()
     defaults = Settings.model_fields
     issuer = TrustedIssuer(defaults["auth_issuer"].default, defaults["auth_audience"].default, StaticKeys(jwks))
-    verifier = TokenVerifier([issuer])
+    verifier = TokenVerifier([issuer], cache_size=0)  # every call a real ES256 check, as on a token's first use
     await verifier.verify(token)
     started = time.perf_counter()
     for _ in range(n):
@@ -564,7 +612,8 @@ async def run_reads(
     seconds: float,
     conns: int = 32,
 ) -> tuple[list[ReadRow], float]:
-    """A public read with and without a token (alternated, twice), and a read that verifies the token."""
+    """A public read with and without a token (alternated, twice), a read that verifies the token, and the
+    public event and listing reads again through the gateway when it runs."""
     evento = await make_event(session, urls["events"], organizer, 10_000)
     readers = buyers[:conns]
     reservas = []
@@ -594,7 +643,69 @@ async def run_reads(
         rows.append(
             await read_load("GET /api/reservas/{id}", "its buyer's token (verified)", own_reservation, seconds, conns)
         )
+    listing = "/api/eventos?limit=20"
+    rows.append(await read_load(f"GET {listing}", "none", lambda i: (urls["events"] + listing, {}), seconds, conns))
+    if "gateway" in urls:
+        via_gateway = f"{urls['gateway']}/api/eventos/{evento}"
+        rows.append(
+            await read_load("GET /api/eventos/{id} via gateway", "none", lambda i: (via_gateway, {}), seconds, conns)
+        )
+        rows.append(
+            await read_load(
+                f"GET {listing} via gateway", "none", lambda i: (urls["gateway"] + listing, {}), seconds, conns
+            )
+        )
     return rows, await verify_cost_us(session, urls["users"], readers[0].token)
+
+
+@dataclass
+class Checks:
+    """What every scenario checks after its load, and whose CPU it counts."""
+
+    inventory: JetStreamInventoryStore
+    ledger: SimulatedPaymentGateway
+    processes: dict[str, int]
+
+
+async def run_sales(
+    session: aiohttp.ClientSession,
+    events_url: str,
+    target: str,
+    base: str,
+    organizer: Cuenta,
+    buyers: list[Cuenta],
+    args: argparse.Namespace,
+    world: Checks,
+) -> list[Row]:
+    """The closed-loop scenarios through one target: one hot event, many events, one seated event. Each has
+    capacity for 80 % of the demand, so 20 % must be refused and none oversold."""
+    total = args.buyers * args.per_buyer
+    checks = (world.inventory, world.ledger, world.processes)
+    warm = await make_event(session, events_url, organizer, 10_000)
+    await run_scenario(session, "warm-up", target, base, buyers[:50], [warm], 1, 10_000, world.inventory, world.ledger)
+    hot_capacity = int(total * 0.8)
+    hot = await make_event(session, events_url, organizer, hot_capacity)
+    rows = [
+        await run_scenario(session, "1 hot event", target, base, buyers, [hot], args.per_buyer, hot_capacity, *checks)
+    ]
+    per_event = max(1, int(total * 0.8 / args.events))
+    many = [await make_event(session, events_url, organizer, per_event) for _ in range(args.events)]
+    rows.append(
+        await run_scenario(
+            session, f"{args.events} events", target, base, buyers, many, args.per_buyer, per_event, *checks
+        )
+    )
+    # Seated: every request names one seat picked at random, so some ask for a seat already taken.
+    seated = await make_event(
+        session, events_url, organizer, hot_capacity, secciones=[{"nombre": "Platea", "asientos": hot_capacity}]
+    )
+    seats = [f"Platea-{n}" for n in range(1, hot_capacity + 1)]
+    rows.append(
+        await run_scenario(
+            session, "1 seated event", target, base, buyers, [seated], args.per_buyer, hot_capacity, *checks, seats
+        )
+    )
+    return rows
 
 
 @dataclass
@@ -620,51 +731,16 @@ async def bench(args: argparse.Namespace) -> Results:
                 inventory = await JetStreamInventoryStore.create(nc.jetstream(timeout=10))
                 ledger_nc = await connect(services.ledger_url, "bench-ledger")
                 ledger = SimulatedPaymentGateway(ledger_nc.jetstream(timeout=10))
+                world = Checks(inventory, ledger, services.processes())
                 buyers = await make_buyers(session, urls["users"], args.buyers)
                 organizer = await make_organizer(session, urls["users"], services.admin_password)
                 targets = {"direct": urls["reservations"]}
                 if with_gateway:
                     targets["gateway"] = urls["gateway"]
-                total = args.buyers * args.per_buyer
                 rows: list[Row] = []
                 for target, base in targets.items():
                     await refresh(session, urls["users"], [organizer, *buyers])
-                    warm = await make_event(session, urls["events"], organizer, 10_000)
-                    await run_scenario(
-                        session, "warm-up", target, base, buyers[:50], [warm], 1, 10_000, inventory, ledger
-                    )
-                    hot_capacity = int(total * 0.8)  # over-demand: 20 % must be refused, none oversold
-                    hot = await make_event(session, urls["events"], organizer, hot_capacity)
-                    rows.append(
-                        await run_scenario(
-                            session,
-                            "1 hot event",
-                            target,
-                            base,
-                            buyers,
-                            [hot],
-                            args.per_buyer,
-                            hot_capacity,
-                            inventory,
-                            ledger,
-                        )
-                    )
-                    per_event = max(1, int(total * 0.8 / args.events))
-                    many = [await make_event(session, urls["events"], organizer, per_event) for _ in range(args.events)]
-                    rows.append(
-                        await run_scenario(
-                            session,
-                            f"{args.events} events",
-                            target,
-                            base,
-                            buyers,
-                            many,
-                            args.per_buyer,
-                            per_event,
-                            inventory,
-                            ledger,
-                        )
-                    )
+                    rows += await run_sales(session, urls["events"], target, base, organizer, buyers, args, world)
                 reads: list[ReadRow] = []
                 verify_us = None
                 if args.read_seconds > 0:
@@ -735,6 +811,10 @@ def main() -> None:
     )
     print()
     print(table(results.rows))
+    print()
+    print("CPU seconds per 1,000 confirmed sales and peak RSS, per process:")
+    for row in results.rows:
+        print(f"- {row.scenario} via {row.target}: {row.usage}")
     if results.reads:
         print()
         print(f"Cost of verification: one ES256 token verification in-process: {results.verify_us:.0f} µs.")
