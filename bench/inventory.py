@@ -25,6 +25,7 @@ from pathlib import Path
 
 from nats.js import JetStreamContext
 
+from bench.tables import markdown_table
 from eventflow.contracts import EVENTO_CREADO
 from eventflow.eventstore import EventStore, NewEvent
 from eventflow.jetstream import EVENTOS, connect, ensure_stream
@@ -79,14 +80,6 @@ class Row:
 
 HEADERS = ["scenario", "% sold", "per-user limit", "buyers", "reservations", "reservations/s", "p50 ms", "p99 ms"]
 HEADERS += ["document bytes", "oversold"]
-
-
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    cells = [headers, *rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(headers))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in cells]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
 
 
 async def create_event(js: JetStreamContext, aforo: int, secciones: Mapping[str, int] | None) -> str:
@@ -232,11 +225,11 @@ def main() -> None:
         f"{platform.python_implementation()} {platform.python_version()})."
     )
     print()
-    print(table(HEADERS, [r.cells() for r in rows]))
+    print(markdown_table(HEADERS, [r.cells() for r in rows]))
     print()
     print("The domain alone, one group commit of 256 ops (CPU, no I/O):")
     print()
-    print(table(DOMAIN_HEADERS, domain_rows()))
+    print(markdown_table(DOMAIN_HEADERS, domain_rows()))
 
 
 if __name__ == "__main__":

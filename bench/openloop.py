@@ -37,6 +37,7 @@ from bench.reservations import (
     usage_line,
     wait_ready,
 )
+from bench.tables import markdown_table
 from eventflow.jetstream import connect
 from services.reservations.inventory_store import JetStreamInventoryStore
 
@@ -178,12 +179,7 @@ async def bench(args: argparse.Namespace) -> list[Step]:
 
 
 def table(steps: list[Step]) -> str:
-    head = [*Step.HEADERS, *Step.MORE]
-    rows = [head, *(s.cells() for s in steps)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
+    return markdown_table([*Step.HEADERS, *Step.MORE], [s.cells() for s in steps])
 
 
 def plot(steps: list[Step], out: Path) -> list[Path]:

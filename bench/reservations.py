@@ -32,6 +32,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.tables import markdown_table
 from eventflow.auth import ORGANIZADOR, StaticKeys, TokenVerifier, TrustedIssuer
 from eventflow.config import Settings
 from eventflow.jetstream import connect
@@ -109,11 +110,7 @@ HEADERS = [
 
 
 def table(rows: list[Row]) -> str:
-    cells = [HEADERS, *(r.cells() for r in rows)]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(HEADERS))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in cells]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
+    return markdown_table(HEADERS, [r.cells() for r in rows])
 
 
 class Services:
@@ -430,11 +427,7 @@ async def run_stadium(
 
 
 def stadium_table(rows: list[StadiumRow]) -> str:
-    cells = [list(StadiumRow.HEADERS), *(r.cells() for r in rows)]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(StadiumRow.HEADERS))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in cells]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
+    return markdown_table(StadiumRow.HEADERS, [r.cells() for r in rows])
 
 
 async def ledger_violations(ledger: SimulatedPaymentGateway, outcomes: dict[str, str]) -> int:
@@ -771,11 +764,7 @@ async def bench(args: argparse.Namespace) -> Results:
 
 
 def read_table(rows: list[ReadRow]) -> str:
-    cells = [list(ReadRow.HEADERS), *(r.cells() for r in rows)]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(ReadRow.HEADERS))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in cells]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
+    return markdown_table(ReadRow.HEADERS, [r.cells() for r in rows])
 
 
 def main() -> None:

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bench.tables import markdown_table
+
 ROOT = Path(__file__).resolve().parents[2]
 PLAN = Path(__file__).with_name("eventflow.jmx")
 PASSWORD = "una clave larga para medir velocidad"
@@ -121,7 +123,7 @@ def summary(jtl: Path) -> str:
             first[label] = min(first.get(label, ts), ts)
             last[label] = max(last.get(label, ts + elapsed), ts + elapsed)
     head = ["sampler", "samples", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "status codes"]
-    rows = [head]
+    rows = []
     for label, lat in by_label.items():
         lat.sort()
         span = max(1, last[label] - first[label]) / 1000
@@ -138,10 +140,7 @@ def summary(jtl: Path) -> str:
                 shown,
             ]
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
+    return markdown_table(head, rows)
 
 
 def flash_check(base: str, evento: str, token: str) -> str:

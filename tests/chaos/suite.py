@@ -39,6 +39,7 @@ import orjson
 from nats.js import JetStreamContext
 from redis.asyncio import Redis
 
+from bench.tables import markdown_table
 from eventflow.eventstore import StoredEvent
 from eventflow.generations import Generation
 from eventflow.jetstream import connect
@@ -628,7 +629,7 @@ async def run_fault(
 
 def table(runs: list[Run]) -> str:
     header = ["fault", "buyers/tickets", "requests", "answers by status", "recovery s", "sale s", "invariants"]
-    rows = [header]
+    rows = []
     for run in runs:
         statuses = ", ".join(f"{k}: {v}" for k, v in sorted(run.statuses.items()))
         failed = [name for name, ok in run.checks.items() if not ok]
@@ -637,10 +638,7 @@ def table(runs: list[Run]) -> str:
         fault = run.fault + (f" ({run.fault_detail})" if run.fault_detail else "")
         rows.append([fault, f"{run.buyers}/{run.tickets}", str(run.requests), statuses, recovery,
                      f"{run.sale_s:.1f}", verdict])  # fmt: skip
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
+    return markdown_table(header, rows)
 
 
 async def suite(
