@@ -306,7 +306,12 @@ async def _usuario(
     usuario_id: str, caller: Principal, request: Request, deps: Deps, redis: Redis, identidad: auth_handlers.Identidad
 ) -> Response:
     _own_or_admin(usuario_id, caller, identidad)
-    body, etag = await views.usuario(redis, deps.data_keys, usuario_id)
+    try:
+        body, etag = await views.usuario(redis, deps.data_keys, usuario_id)
+    except UsuarioNoEncontrado:
+        if not await handlers.esperar_proyeccion(usuario_id, deps):
+            raise
+        body, etag = await views.usuario(redis, deps.data_keys, usuario_id)
     own = auth_handlers.usuario_local(caller, identidad) == usuario_id
     roles = await _roles(usuario_id, caller if own else None, deps)
     # The ETag covers the roles too: a role change must not be answered with a 304 of the old document.

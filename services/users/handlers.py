@@ -36,6 +36,7 @@ from services.users.domain import (
     Usuario,
     UsuarioNoEncontrado,
     clave_documento,
+    es_id,
     forma_canonica,
     nuevo_id,
     validar,
@@ -97,6 +98,17 @@ async def registrar_usuario(
     except (EmailYaRegistrado, DocumentoYaRegistrado):
         await deps.unicidad.liberar_solicitud(usuario_id, huella)
         raise
+
+
+async def esperar_proyeccion(usuario_id: str, deps: Dependencias) -> bool:
+    """On a read-model miss: True once the projection has applied everything the log holds for this user, waiting
+    at most the read-your-writes bound; False when the log has nothing for it (or NATS is away: the miss stands).
+    A sign-up waits for its projection only that long, so under load a new buyer's first GET /me could 404
+    (Locust found it); this makes one's own profile read-your-writes on the read path too."""
+    if not es_id(usuario_id) or not deps.cp_connected():
+        return False
+    _, version = await deps.store.load(usuario_id)
+    return version > 0 and await deps.usuarios.wait_for(version, deps.read_your_writes_timeout)
 
 
 def _nuevo(usuario_id: str, cmd: RegistrarUsuario) -> Usuario:

@@ -3,6 +3,7 @@ service will): embedded as the last 20 in the user, paged in full at /historial.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -116,6 +117,31 @@ async def test_rejections_and_cancellations_of_unknown_purchases_change_nothing(
     await append(js, app, rejected["reserva_id"], RESERVA_CANCELADA, stray)
     assert (await client.get(f"/api/usuarios/{user['id']}", headers=mine)).json()["historial_compras"] == []
     assert (await client.get(user["historial_url"], headers=mine)).json()["total"] == 0
+
+
+async def test_a_new_users_first_read_of_their_profile_waits_for_a_lagging_projection(servers, app):
+    """The sign-up answers after its read-your-writes bound with the projection held back (as under load: Locust
+    saw GET /me 404 right after a sign-up); the profile read then waits for the projection instead of a 404."""
+    other_replica = app.state.runners["usuarios"]
+    app = create_app(servers.settings(read_your_writes_timeout=0.2))
+    async with api_client(app) as client:
+        runner = app.state.runners["usuarios"]
+        await runner.stop()
+        await other_replica.stop()
+        try:
+            body = factories.usuario()
+            assert (await client.post("/api/usuarios", json=body)).status_code == 201
+            mine = await headers_of(client, body)
+            app.state.deps.read_your_writes_timeout = 30.0  # the read's bound: the restart lands well inside it
+            read = asyncio.ensure_future(client.get("/api/usuarios/me", headers=mine))
+            while not runner._someone_waits() and not read.done():  # noqa: ASYNC110 (waits, or answered at once)
+                await asyncio.sleep(0.01)
+        finally:
+            other_replica.start()
+            runner.start()
+        resp = await read
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["email"] == body["email"]
 
 
 async def test_a_purchase_projected_before_its_buyer_is_joined_when_the_buyer_arrives(servers, js, app):
