@@ -13,7 +13,7 @@ from eventflow.config import Settings
 from eventflow.servers import free_port
 from services.gateway.bootstrap import create_app
 from services.gateway.config import GatewaySettings
-from tests.gateway.upstreams import ETAG, echo_upstreams
+from tests.gateway.upstreams import ETAG, echo_upstreams, raw_upstream
 from tests.reservations.helpers import serve
 from tests.utils.app import api_client
 from tests.utils.auth import registrar
@@ -136,13 +136,28 @@ async def test_unknown_paths_are_404_problems(gateway: httpx.AsyncClient, path: 
     assert_problem(await gateway.get(path), 404)
 
 
-async def test_upstream_down_is_502_problem(settings: Settings, upstreams: dict[str, str]) -> None:
+async def test_upstream_refusing_connections_is_503_with_retry_after(
+    settings: Settings, upstreams: dict[str, str]
+) -> None:
+    """A service restarting under its supervisor refuses connections: nothing was sent, so 503 + Retry-After."""
     down = {**upstreams, "users": f"http://127.0.0.1:{free_port()}"}
     async with api_client(create_app(gateway_settings(settings, down))) as client:
-        body = assert_problem(await client.get("/api/usuarios/u1"), 502)
-        assert body["type"] == "/problems/bad-gateway"
-        assert body["upstream"] == "users"
+        for response in (await client.get("/api/usuarios/u1"), await client.post("/api/usuarios", json={})):
+            body = assert_problem(response, 503)
+            assert body["type"].endswith("/problems/upstream-unavailable")
+            assert body["upstream"] == "users"
+            assert response.headers["retry-after"] == "1"
+        streamed = await client.get("/api/usuarios/u1", headers={"accept": "text/event-stream"})
+        assert assert_problem(streamed, 503)["type"].endswith("/problems/upstream-unavailable")
         assert (await client.get("/api/eventos")).status_code == 200
+
+
+async def test_a_malformed_upstream_answer_is_502(settings: Settings, upstreams: dict[str, str]) -> None:
+    async with raw_upstream(lambda _: b"HTTP/1.1 200 OK\r\ncontent-length: nope\r\n\r\n{}") as bad:
+        conf = gateway_settings(settings, {**upstreams, "users": bad.url})
+        async with api_client(create_app(conf)) as client:
+            body = assert_problem(await client.get("/api/usuarios/u1"), 502)
+            assert body["type"] == "/problems/bad-gateway" and body["upstream"] == "users"
 
 
 async def test_upstream_too_slow_is_504_problem(settings: Settings, upstreams: dict[str, str]) -> None:
