@@ -67,6 +67,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         # every request through the gateway, reservations included, would otherwise wait 2 s for it.
         redis = redis_client(settings.redis_url)
         session = client_session(timeout_s=settings.gateway_timeout)
+        # aiohttp resends PUT and DELETE too when a connection drops; the gateway's own rule is narrower
+        # (proxy.may_resend): a DELETE of a user sent twice answers 404 to a delete that worked.
+        session._retry_connection = False
         streams = Streams(client_session(limit=settings.max_streams + 16), settings.max_streams, exit_requested())
         limits = RateLimits(
             RateLimiter(redis, settings.rate_limit_per_s, settings.rate_limit_burst, prefix="ratelimit:ip"),

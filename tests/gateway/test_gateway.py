@@ -13,7 +13,7 @@ from eventflow.config import Settings
 from eventflow.servers import free_port
 from services.gateway.bootstrap import create_app
 from services.gateway.config import GatewaySettings
-from tests.gateway.upstreams import ETAG, echo_upstreams, raw_upstream
+from tests.gateway.upstreams import ETAG, echo_upstreams, http_answer, raw_upstream
 from tests.reservations.helpers import serve
 from tests.utils.app import api_client
 from tests.utils.auth import registrar
@@ -158,6 +158,30 @@ async def test_a_malformed_upstream_answer_is_502(settings: Settings, upstreams:
         async with api_client(create_app(conf)) as client:
             body = assert_problem(await client.get("/api/usuarios/u1"), 502)
             assert body["type"] == "/problems/bad-gateway" and body["upstream"] == "users"
+
+
+async def test_a_dropped_connection_is_resent_once_only_for_a_read_or_a_keyed_write(
+    settings: Settings, upstreams: dict[str, str]
+) -> None:
+    """A stale keep-alive connection (the service restarted) drops the first request unanswered. A write without
+    an Idempotency-Key must not be sent twice (it may have been carried out): the upstream sees it exactly once."""
+    cases = [
+        ("GET", {}, 200, 2),
+        ("HEAD", {}, 200, 2),
+        ("POST", {"idempotency-key": "k-1"}, 200, 2),
+        ("POST", {}, 502, 1),
+        ("PUT", {}, 502, 1),  # aiohttp's own resend of PUT/DELETE is off
+        ("DELETE", {}, 502, 1),
+    ]
+    for method, headers, status, sent in cases:
+        async with raw_upstream(lambda n: None if n == 0 else http_answer()) as flaky:
+            conf = gateway_settings(settings, {**upstreams, "users": flaky.url})
+            async with api_client(create_app(conf)) as client:
+                response = await client.request(method, "/api/usuarios/u1", headers=headers, content=b"{}")
+                assert (method, response.status_code) == (method, status), response.text
+                assert len(flaky.seen) == sent, (method, headers, flaky.seen)
+                if status == 502:
+                    assert response.json()["type"] == "/problems/bad-gateway"
 
 
 async def test_upstream_too_slow_is_504_problem(settings: Settings, upstreams: dict[str, str]) -> None:

@@ -98,6 +98,8 @@ class RawUpstream:
             self.seen.append(lines[0])
             reply = self.answer(len(self.seen) - 1)
             if reply is not None:
+                if lines[0].startswith("HEAD "):
+                    reply = reply.partition(b"\r\n\r\n")[0] + b"\r\n\r\n"  # an answer to a HEAD has no body
                 writer.write(reply)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
