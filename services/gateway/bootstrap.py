@@ -77,6 +77,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 redis, settings.rate_limit_account_per_s, settings.rate_limit_account_burst, prefix="ratelimit:acct"
             ),
             _verifier(settings, session, upstreams) if settings.rate_limit_account_per_s > 0 else None,
+            RateLimiter(redis, *settings.signed_in_rate(), prefix="ratelimit:ip-signed-in"),
         )
         state.update(redis=redis, session=session)
         cache = PublicCache(settings.gateway_cache_s) if settings.gateway_cache_s > 0 else None

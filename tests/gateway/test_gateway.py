@@ -370,6 +370,31 @@ async def test_signed_in_callers_are_limited_per_account_and_anonymous_ones_per_
             )
 
 
+async def test_signed_in_calls_are_bounded_per_address_too(settings: Settings) -> None:
+    """One address cannot spend without bound by cycling accounts: its signed-in calls share a per-address bucket."""
+    from services.users.bootstrap import create_app as users_app
+
+    async with serve(users_app(settings)) as users_url:
+        async with httpx.AsyncClient(base_url=users_url) as users:
+            ana, beto = await registrar(users), await registrar(users)
+        conf = gateway_settings(
+            settings,
+            {"users": users_url},
+            gateway_upstreams="users",
+            rate_limit_signed_in_per_s=0.01,
+            rate_limit_signed_in_burst=3,
+            trust_forwarded_for=True,
+        )
+        async with api_client(create_app(conf)) as client:
+            client.headers["x-forwarded-for"] = f"10.3.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
+            statuses = [(await client.get("/api/usuarios/me", headers=c.headers)).status_code for c in (ana, ana, beto)]
+            assert statuses == [200, 200, 200]
+            limited = await client.get("/api/usuarios/me", headers=beto.headers)
+            assert assert_problem(limited, 429)["detail"] == "Rate limit of 0.01 requests/s per client exceeded."
+            elsewhere = {"x-forwarded-for": f"10.4.{uuid.uuid4().int % 250}.1", **beto.headers}
+            assert (await client.get("/api/usuarios/me", headers=elsewhere)).status_code == 200
+
+
 async def test_anonymous_reads_of_an_events_public_document_are_served_from_a_short_lived_copy(
     settings: Settings, upstreams: dict[str, str]
 ) -> None:

@@ -1,14 +1,24 @@
-"""The rate limiter with Redis away: it lets requests through, and stops asking Redis for a while after a failure."""
+"""The rate limiter: with Redis away it lets requests through (and stops asking Redis for a while after a
+failure); the buckets a request is counted against, with tokens of a test identity provider."""
 
 from __future__ import annotations
 
+import time
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey
 from redis.asyncio import Redis
 
+from eventflow.auth import Principal, StaticKeys, TokenVerifier, TrustedIssuer
+from eventflow.config import Settings
 from eventflow.runtime import redis_client
 from eventflow.servers import free_port
-from services.gateway.ratelimit import RateLimiter
+from services.gateway.config import GatewaySettings
+from services.gateway.ratelimit import RateLimiter, RateLimits
 
 
 class CountingRedis(Redis):
@@ -38,3 +48,75 @@ async def test_after_a_failure_the_limiter_lets_requests_through_without_asking_
         assert redis.commands == 2, "the pause is over: Redis is asked again"
     finally:
         await redis.aclose()
+
+
+ISS, AUD = "https://idp.test", "eventflow"
+IDP = ECKey.generate_key("P-256", parameters={"kid": "idp-1", "alg": "ES256"})
+FORGER = ECKey.generate_key("P-256", parameters={"kid": "idp-1", "alg": "ES256"})  # the same kid, another key
+
+
+class CountingVerifier(TokenVerifier):
+    """A real verifier, counting the tokens it is asked to verify."""
+
+    asked = 0
+
+    async def verify(self, token: str) -> Principal:
+        self.asked += 1
+        return await super().verify(token)
+
+
+def token(key: ECKey, sub: str | None = None) -> str:
+    claims = {"iss": ISS, "aud": AUD, "sub": sub or uuid.uuid4().hex, "exp": int(time.time()) + 300}
+    return str(jwt.encode({"alg": "ES256", "kid": "idp-1"}, claims, key))
+
+
+@pytest.fixture
+async def redis_conn(settings: Settings) -> AsyncIterator[Redis]:
+    redis = redis_client(settings.redis_url)
+    yield redis
+    await redis.aclose()
+
+
+def limits(redis: Redis, anonymous: int, signed_in: int, account: int = 100) -> RateLimits:
+    """Bursts as given, refilled at a rate too slow to matter within a test; each limiter its own key prefix."""
+    prefix = uuid.uuid4().hex
+    verifier = CountingVerifier([TrustedIssuer(ISS, AUD, StaticKeys({"keys": [IDP.as_dict(private=False)]}))])
+    return RateLimits(
+        RateLimiter(redis, 0.001, anonymous, prefix=f"{prefix}:ip"),
+        RateLimiter(redis, 0.001, account, prefix=f"{prefix}:acct"),
+        verifier,
+        RateLimiter(redis, 0.001 if signed_in else 0, max(signed_in, 1), prefix=f"{prefix}:ip-signed-in"),
+    )
+
+
+async def test_signed_in_calls_from_one_address_are_bounded_across_accounts(redis_conn: Redis) -> None:
+    """Many accounts behind one address each have their own bucket, but the address has a bound for them all."""
+    limiter = limits(redis_conn, anonymous=1, signed_in=4)
+    buyers = [token(IDP) for _ in range(5)]
+    decisions = [await limiter.take(buyer, "10.0.0.1") for buyer in buyers]
+    assert [d.allowed for d in decisions] == [True] * 4 + [False]
+    assert (decisions[-1].per, decisions[-1].rate) == ("client", 0.001)
+    assert all(d.per == "account" for d in decisions[:4])
+    assert (await limiter.take(buyers[-1], "10.0.0.2")).allowed, "another address has its own bound"
+
+
+async def test_a_signed_in_bound_of_zero_is_off(redis_conn: Redis) -> None:
+    limiter = limits(redis_conn, anonymous=1, signed_in=0)
+    assert all([(await limiter.take(token(IDP), "10.0.0.1")).allowed for _ in range(20)])
+
+
+def test_the_signed_in_bound_is_ten_times_the_anonymous_one_and_off_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert GatewaySettings(rate_limit_per_s=5000, rate_limit_burst=10000).signed_in_rate() == (50000, 100000)
+    assert GatewaySettings(rate_limit_signed_in_per_s=7, rate_limit_signed_in_burst=9).signed_in_rate() == (7, 9)
+    monkeypatch.setenv("EVENTFLOW_RATE_LIMIT_PER_S", "0")  # what bench/reservations.py sets by default
+    assert GatewaySettings().signed_in_rate()[0] == 0
+
+
+async def test_a_flood_of_forged_tokens_from_one_address_is_bounded_before_any_signature_is_checked(
+    redis_conn: Redis,
+) -> None:
+    limiter = limits(redis_conn, anonymous=3, signed_in=5)
+    decisions = [await limiter.take(token(FORGER), "10.0.0.9") for _ in range(20)]
+    assert [d.allowed for d in decisions] == [True] * 3 + [False] * 17, "forged: counted as anonymous"
+    assert isinstance(limiter.verifier, CountingVerifier)
+    assert limiter.verifier.asked == 5, "only as many signature checks as the address's signed-in bound"
