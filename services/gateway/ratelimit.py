@@ -14,9 +14,11 @@ every service still verifies the token itself.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,6 +30,8 @@ from eventflow.breaker import Breaker
 
 log = logging.getLogger(__name__)
 PAUSE_AFTER_FAILURE_S = 5.0
+FAILED_TOKENS = 4096  # ~100 bytes each with the OrderedDict's node: well under a MiB
+FAILED_TOKEN_TTL_S = 60.0
 
 # Refill by elapsed server time (TIME: every replica shares one clock), take one token if there is one.
 # Returns {allowed, milliseconds until a token is available}.
@@ -110,6 +114,39 @@ class RateLimiter:
             log.warning("rate limiter unavailable; letting requests through", extra={"error": type(err).__name__})
 
 
+class FailedTokens:
+    """The tokens that recently did not verify (their SHA-256: a token may be kilobytes), so a flood of one forged
+    token is counted as anonymous without checking its signature again. Bounded, least recently seen out first;
+    and short-lived, since a token refused while its issuer's keys could not be fetched may verify later."""
+
+    def __init__(
+        self, size: int = FAILED_TOKENS, ttl_s: float = FAILED_TOKEN_TTL_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.size, self.ttl_s, self.clock = size, ttl_s, clock
+        self._until: OrderedDict[bytes, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def __contains__(self, token: str) -> bool:
+        digest = hashlib.sha256(token.encode()).digest()
+        until = self._until.get(digest)
+        if until is None:
+            return False
+        if until <= self.clock():
+            del self._until[digest]
+            return False
+        self._until.move_to_end(digest)
+        return True
+
+    def add(self, token: str) -> None:
+        digest = hashlib.sha256(token.encode()).digest()
+        self._until[digest] = self.clock() + self.ttl_s
+        self._until.move_to_end(digest)
+        while len(self._until) > self.size:
+            self._until.popitem(last=False)
+
+
 class RateLimits:
     """Picks the buckets of a request: its client address, and its account when its token verifies."""
 
@@ -119,11 +156,13 @@ class RateLimits:
         account: RateLimiter,
         verifier: TokenVerifier | None,
         signed_in: RateLimiter | None = None,
+        failed: FailedTokens | None = None,
     ) -> None:
         self.anonymous, self.account, self.verifier, self.signed_in = anonymous, account, verifier, signed_in
+        self.failed = failed if failed is not None else FailedTokens()
 
     async def take(self, token: str | None, client: str) -> Decision:
-        if token is None or self.verifier is None:
+        if token is None or self.verifier is None or token in self.failed:
             return await _take(self.anonymous, client, "client")
         if self.signed_in is not None:
             # Before the signature is checked: a flood of tokens, forged or not, costs verifications only up
@@ -135,6 +174,7 @@ class RateLimits:
             caller = await self.verifier.verify(token)
         except NoAutenticado:
             # Counted by address, like any anonymous call; the service answers the 401.
+            self.failed.add(token)
             return await _take(self.anonymous, client, "client")
         return await _take(self.account, f"{caller.issuer}|{caller.sub}", "account")
 

@@ -18,7 +18,7 @@ from eventflow.config import Settings
 from eventflow.runtime import redis_client
 from eventflow.servers import free_port
 from services.gateway.config import GatewaySettings
-from services.gateway.ratelimit import RateLimiter, RateLimits
+from services.gateway.ratelimit import FailedTokens, RateLimiter, RateLimits
 
 
 class CountingRedis(Redis):
@@ -77,7 +77,9 @@ async def redis_conn(settings: Settings) -> AsyncIterator[Redis]:
     await redis.aclose()
 
 
-def limits(redis: Redis, anonymous: int, signed_in: int, account: int = 100) -> RateLimits:
+def limits(
+    redis: Redis, anonymous: int, signed_in: int, account: int = 100, failed: FailedTokens | None = None
+) -> RateLimits:
     """Bursts as given, refilled at a rate too slow to matter within a test; each limiter its own key prefix."""
     prefix = uuid.uuid4().hex
     verifier = CountingVerifier([TrustedIssuer(ISS, AUD, StaticKeys({"keys": [IDP.as_dict(private=False)]}))])
@@ -86,6 +88,7 @@ def limits(redis: Redis, anonymous: int, signed_in: int, account: int = 100) -> 
         RateLimiter(redis, 0.001, account, prefix=f"{prefix}:acct"),
         verifier,
         RateLimiter(redis, 0.001 if signed_in else 0, max(signed_in, 1), prefix=f"{prefix}:ip-signed-in"),
+        failed,
     )
 
 
@@ -120,3 +123,37 @@ async def test_a_flood_of_forged_tokens_from_one_address_is_bounded_before_any_s
     assert [d.allowed for d in decisions] == [True] * 3 + [False] * 17, "forged: counted as anonymous"
     assert isinstance(limiter.verifier, CountingVerifier)
     assert limiter.verifier.asked == 5, "only as many signature checks as the address's signed-in bound"
+
+
+async def test_a_flood_of_one_forged_token_is_refused_without_checking_its_signature_again(redis_conn: Redis) -> None:
+    limiter = limits(redis_conn, anonymous=3, signed_in=1000)
+    forged = token(FORGER)
+    decisions = [await limiter.take(forged, "10.0.0.10") for _ in range(50)]
+    assert [d.allowed for d in decisions] == [True] * 3 + [False] * 47
+    assert isinstance(limiter.verifier, CountingVerifier)
+    assert limiter.verifier.asked == 1
+
+
+async def test_the_failed_tokens_are_bounded_least_recently_seen_out_first(redis_conn: Redis) -> None:
+    limiter = limits(redis_conn, anonymous=1000, signed_in=0, failed=FailedTokens(size=8))
+    assert isinstance(limiter.verifier, CountingVerifier)
+    forged = [token(FORGER) for _ in range(20)]
+    for each in forged:
+        await limiter.take(each, "10.0.0.11")
+    assert len(limiter.failed) == 8
+    asked = limiter.verifier.asked
+    await limiter.take(forged[-1], "10.0.0.11")
+    assert limiter.verifier.asked == asked, "a recent one is still remembered"
+    await limiter.take(forged[0], "10.0.0.11")
+    assert limiter.verifier.asked == asked + 1, "the oldest was let go: checked again"
+    assert len(limiter.failed) == 8
+
+
+def test_a_failed_token_is_checked_again_after_a_minute() -> None:
+    now = [100.0]
+    failed = FailedTokens(ttl_s=60, clock=lambda: now[0])
+    failed.add("a.b.c")
+    now[0] += 59.9
+    assert "a.b.c" in failed
+    now[0] += 0.2
+    assert "a.b.c" not in failed and len(failed) == 0
