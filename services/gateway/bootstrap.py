@@ -46,7 +46,8 @@ def _verifier(
     settings: GatewaySettings, session: aiohttp.ClientSession, upstreams: dict[str, str]
 ) -> TokenVerifier | None:
     """Tokens are verified only to pick a caller's rate-limit bucket: our issuer's keys from the users service's
-    public JWKS (the gateway holds no NATS connection and no secret), an external OIDC issuer's from its own."""
+    public JWKS (the gateway holds no NATS connection and no secret), an external OIDC issuer's from its own.
+    `session` is the keys' own, with a short timeout (gateway_jwks_timeout)."""
     issuers = []
     if "users" in upstreams:
         keys = HttpJwks(session, f"{upstreams['users'].rstrip('/')}{JWKS_PATH}")
@@ -67,6 +68,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         # every request through the gateway, reservations included, would otherwise wait 2 s for it.
         redis = redis_client(settings.redis_url)
         session = client_session(timeout_s=settings.gateway_timeout)
+        keys_session = client_session(limit=8, timeout_s=settings.gateway_jwks_timeout)
         # aiohttp resends PUT and DELETE too when a connection drops; the gateway's own rule is narrower
         # (proxy.may_resend): a DELETE of a user sent twice answers 404 to a delete that worked.
         session._retry_connection = False
@@ -76,7 +78,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             RateLimiter(
                 redis, settings.rate_limit_account_per_s, settings.rate_limit_account_burst, prefix="ratelimit:acct"
             ),
-            _verifier(settings, session, upstreams) if settings.rate_limit_account_per_s > 0 else None,
+            _verifier(settings, keys_session, upstreams) if settings.rate_limit_account_per_s > 0 else None,
             RateLimiter(redis, *settings.signed_in_rate(), prefix="ratelimit:ip-signed-in"),
         )
         state.update(redis=redis, session=session)
@@ -88,6 +90,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             streams.stopping.set()
             await streams.session.close()
             await session.close()
+            await keys_session.close()
             await redis.aclose()
 
     state: dict[str, Any] = {}

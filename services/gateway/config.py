@@ -12,6 +12,9 @@ class GatewaySettings(Settings):
     gateway_upstreams: str = "users,events,reservations"
     # Longer than the reservations service's bounded wait for a saga outcome.
     gateway_timeout: float = Field(default=30.0, gt=0)
+    # Fetching an issuer's public keys (JWKS): a hung key server must not hold every new token's request for
+    # gateway_timeout; on failure the last keys fetched stay in use.
+    gateway_jwks_timeout: float = Field(default=2.0, gt=0)
     # Token buckets (services/gateway/ratelimit.py); a rate of 0 turns that limit off.
     # Anonymous calls (no token, or one that does not verify), per client address: large, since many people may
     # share one address (a NAT) and anonymous reads are cheap and cached.

@@ -3,11 +3,13 @@ failure); the buckets a request is counted against, with tokens of a test identi
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey
@@ -17,8 +19,11 @@ from eventflow.auth import Principal, StaticKeys, TokenVerifier, TrustedIssuer
 from eventflow.config import Settings
 from eventflow.runtime import redis_client
 from eventflow.servers import free_port
+from services.gateway.bootstrap import create_app
 from services.gateway.config import GatewaySettings
 from services.gateway.ratelimit import FailedTokens, RateLimiter, RateLimits
+from tests.gateway.upstreams import HANG, echo_upstreams, http_answer, raw_upstream
+from tests.utils.app import api_client
 
 
 class CountingRedis(Redis):
@@ -65,9 +70,12 @@ class CountingVerifier(TokenVerifier):
         return await super().verify(token)
 
 
+def claims(sub: str | None = None) -> dict[str, Any]:
+    return {"iss": ISS, "aud": AUD, "sub": sub or uuid.uuid4().hex, "exp": int(time.time()) + 300}
+
+
 def token(key: ECKey, sub: str | None = None) -> str:
-    claims = {"iss": ISS, "aud": AUD, "sub": sub or uuid.uuid4().hex, "exp": int(time.time()) + 300}
-    return str(jwt.encode({"alg": "ES256", "kid": "idp-1"}, claims, key))
+    return str(jwt.encode({"alg": "ES256", "kid": "idp-1"}, claims(sub), key))
 
 
 @pytest.fixture
@@ -157,3 +165,39 @@ def test_a_failed_token_is_checked_again_after_a_minute() -> None:
     assert "a.b.c" in failed
     now[0] += 0.2
     assert "a.b.c" not in failed and len(failed) == 0
+
+
+async def test_a_hung_key_server_costs_a_new_key_id_the_jwks_timeout_and_the_last_keys_stay(settings: Settings) -> None:
+    """The gateway verifies tokens to pick their bucket; an issuer whose JWKS endpoint hangs must not hold a request
+    for the gateway's 30 s upstream timeout, nor make it forget the keys it had."""
+    jwks = orjson.dumps({"keys": [IDP.as_dict(private=False)]})
+    async with raw_upstream(lambda n: http_answer(jwks) if n == 0 else HANG) as idp, echo_upstreams("events") as up:
+        conf = GatewaySettings(
+            redis_url=settings.redis_url,
+            events_url=up["events"],
+            gateway_upstreams="events",
+            oidc_issuer=ISS,
+            oidc_audience=AUD,
+            oidc_jwks_url=f"{idp.url}/jwks",
+            gateway_jwks_timeout=0.3,
+            rate_limit_per_s=0,
+            rate_limit_signed_in_per_s=0,
+            rate_limit_account_per_s=0.001,
+            rate_limit_account_burst=1,
+        )
+        app = create_app(conf)
+        async with api_client(app) as client:
+
+            async def status(bearer: str) -> int:
+                call = client.get("/api/eventos", headers={"authorization": f"Bearer {bearer}"})
+                return (await asyncio.wait_for(call, timeout=5)).status_code
+
+            first = token(IDP)
+            assert [await status(first), await status(first)] == [200, 429], "verified: limited per account"
+            app.state.gateway.limits.verifier.issuers[ISS].keys.min_refresh_s = 0  # ask again at the next new kid
+            rotated = ECKey.generate_key("P-256", parameters={"kid": "idp-2", "alg": "ES256"})
+            new_kid = jwt.encode({"alg": "ES256", "kid": "idp-2"}, claims(), rotated)
+            assert await status(new_kid) == 200, "not verified (the keys could not be fetched): anonymous"
+            assert len(idp.seen) == 2, "the JWKS was asked again, and hung"
+            second = token(IDP)
+            assert [await status(second), await status(second)] == [200, 429], "the keys fetched before still verify"

@@ -83,11 +83,13 @@ async def echo_upstreams(*names: str) -> AsyncIterator[dict[str, str]]:
 @dataclass
 class RawUpstream:
     """An HTTP/1.1 server written by hand, to misbehave on purpose: `answer(n)` gives the raw bytes for the n-th
-    request (from 0), or None to close the connection without answering. `seen` holds each request's head line."""
+    request (from 0), None to close the connection without answering, or HANG to never answer (until the server
+    stops). `seen` holds each request's head line."""
 
     answer: Callable[[int], bytes | None]
     seen: list[str] = field(default_factory=list)
     url: str = ""
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -97,7 +99,9 @@ class RawUpstream:
             await reader.readexactly(length)
             self.seen.append(lines[0])
             reply = self.answer(len(self.seen) - 1)
-            if reply is not None:
+            if reply is HANG:
+                await self.stopping.wait()
+            elif reply is not None:
                 if lines[0].startswith("HEAD "):
                     reply = reply.partition(b"\r\n\r\n")[0] + b"\r\n\r\n"  # an answer to a HEAD has no body
                 writer.write(reply)
@@ -106,6 +110,9 @@ class RawUpstream:
             pass
         finally:
             writer.close()
+
+
+HANG = b"hang"
 
 
 def http_answer(body: bytes = b"{}", status: str = "200 OK") -> bytes:
@@ -121,5 +128,6 @@ async def raw_upstream(answer: Callable[[int], bytes | None]) -> AsyncIterator[R
     try:
         yield upstream
     finally:
+        upstream.stopping.set()
         server.close()
         await server.wait_closed()
