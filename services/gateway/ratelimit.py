@@ -30,7 +30,7 @@ from eventflow.breaker import Breaker
 
 log = logging.getLogger(__name__)
 PAUSE_AFTER_FAILURE_S = 5.0
-FAILED_TOKENS = 4096  # ~100 bytes each with the OrderedDict's node: well under a MiB
+FAILED_TOKENS = 4096  # ~200 bytes each (digest, expiry, the OrderedDict's node): under a MiB
 FAILED_TOKEN_TTL_S = 60.0
 
 # Refill by elapsed server time (TIME: every replica shares one clock), take one token if there is one.
