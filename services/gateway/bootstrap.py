@@ -20,6 +20,7 @@ from services.gateway import web
 from services.gateway.api import Gateway, router
 from services.gateway.cache import PublicCache
 from services.gateway.config import GatewaySettings
+from services.gateway.keys import SharedRefresh
 from services.gateway.proxy import Streams
 from services.gateway.ratelimit import RateLimiter, RateLimits
 from services.gateway.routing import JWKS_PATH
@@ -47,13 +48,13 @@ def _verifier(
 ) -> TokenVerifier | None:
     """Tokens are verified only to pick a caller's rate-limit bucket: our issuer's keys from the users service's
     public JWKS (the gateway holds no NATS connection and no secret), an external OIDC issuer's from its own.
-    `session` is the keys' own, with a short timeout (gateway_jwks_timeout)."""
+    `session` is the keys' own, with a short timeout (gateway_jwks_timeout); refreshes are shared (keys.py)."""
     issuers = []
     if "users" in upstreams:
-        keys = HttpJwks(session, f"{upstreams['users'].rstrip('/')}{JWKS_PATH}")
+        keys = SharedRefresh(HttpJwks(session, f"{upstreams['users'].rstrip('/')}{JWKS_PATH}"))
         issuers.append(TrustedIssuer(settings.auth_issuer, settings.auth_audience, keys, local=True))
     if settings.oidc_issuer:
-        external = HttpJwks(session, settings.oidc_jwks_url, issuer=settings.oidc_issuer)
+        external = SharedRefresh(HttpJwks(session, settings.oidc_jwks_url, issuer=settings.oidc_issuer))
         issuers.append(TrustedIssuer(settings.oidc_issuer, settings.oidc_audience or settings.auth_audience, external))
     return TokenVerifier(issuers) if issuers else None
 

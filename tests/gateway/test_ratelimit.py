@@ -194,7 +194,7 @@ async def test_a_hung_key_server_costs_a_new_key_id_the_jwks_timeout_and_the_las
 
             first = token(IDP)
             assert [await status(first), await status(first)] == [200, 429], "verified: limited per account"
-            app.state.gateway.limits.verifier.issuers[ISS].keys.min_refresh_s = 0  # ask again at the next new kid
+            app.state.gateway.limits.verifier.issuers[ISS].keys.keys.min_refresh_s = 0  # ask again at the next new kid
             rotated = ECKey.generate_key("P-256", parameters={"kid": "idp-2", "alg": "ES256"})
             new_kid = jwt.encode({"alg": "ES256", "kid": "idp-2"}, claims(), rotated)
             assert await status(new_kid) == 200, "not verified (the keys could not be fetched): anonymous"
