@@ -20,6 +20,7 @@ from services.gateway import web
 from services.gateway.api import Gateway, router
 from services.gateway.cache import PublicCache
 from services.gateway.config import GatewaySettings
+from services.gateway.keys import SharedRefresh
 from services.gateway.proxy import Streams
 from services.gateway.ratelimit import RateLimiter, RateLimits
 from services.gateway.routing import JWKS_PATH
@@ -46,13 +47,14 @@ def _verifier(
     settings: GatewaySettings, session: aiohttp.ClientSession, upstreams: dict[str, str]
 ) -> TokenVerifier | None:
     """Tokens are verified only to pick a caller's rate-limit bucket: our issuer's keys from the users service's
-    public JWKS (the gateway holds no NATS connection and no secret), an external OIDC issuer's from its own."""
+    public JWKS (the gateway holds no NATS connection and no secret), an external OIDC issuer's from its own.
+    `session` is the keys' own, with a short timeout (gateway_jwks_timeout); refreshes are shared (keys.py)."""
     issuers = []
     if "users" in upstreams:
-        keys = HttpJwks(session, f"{upstreams['users'].rstrip('/')}{JWKS_PATH}")
+        keys = SharedRefresh(HttpJwks(session, f"{upstreams['users'].rstrip('/')}{JWKS_PATH}"))
         issuers.append(TrustedIssuer(settings.auth_issuer, settings.auth_audience, keys, local=True))
     if settings.oidc_issuer:
-        external = HttpJwks(session, settings.oidc_jwks_url, issuer=settings.oidc_issuer)
+        external = SharedRefresh(HttpJwks(session, settings.oidc_jwks_url, issuer=settings.oidc_issuer))
         issuers.append(TrustedIssuer(settings.oidc_issuer, settings.oidc_audience or settings.auth_audience, external))
     return TokenVerifier(issuers) if issuers else None
 
@@ -67,13 +69,18 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         # every request through the gateway, reservations included, would otherwise wait 2 s for it.
         redis = redis_client(settings.redis_url)
         session = client_session(timeout_s=settings.gateway_timeout)
+        keys_session = client_session(limit=8, timeout_s=settings.gateway_jwks_timeout)
+        # aiohttp resends PUT and DELETE too when a connection drops; the gateway's own rule is narrower
+        # (proxy.may_resend): a DELETE of a user sent twice answers 404 to a delete that worked.
+        session._retry_connection = False
         streams = Streams(client_session(limit=settings.max_streams + 16), settings.max_streams, exit_requested())
         limits = RateLimits(
             RateLimiter(redis, settings.rate_limit_per_s, settings.rate_limit_burst, prefix="ratelimit:ip"),
             RateLimiter(
                 redis, settings.rate_limit_account_per_s, settings.rate_limit_account_burst, prefix="ratelimit:acct"
             ),
-            _verifier(settings, session, upstreams) if settings.rate_limit_account_per_s > 0 else None,
+            _verifier(settings, keys_session, upstreams) if settings.rate_limit_account_per_s > 0 else None,
+            RateLimiter(redis, *settings.signed_in_rate(), prefix="ratelimit:ip-signed-in"),
         )
         state.update(redis=redis, session=session)
         cache = PublicCache(settings.gateway_cache_s) if settings.gateway_cache_s > 0 else None
@@ -84,6 +91,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             streams.stopping.set()
             await streams.session.close()
             await session.close()
+            await keys_session.close()
             await redis.aclose()
 
     state: dict[str, Any] = {}

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -59,6 +60,24 @@ class BadGateway(DomainError):
 
 class GatewayTimeout(DomainError):
     status, slug, title = 504, "gateway-timeout", "Gateway timeout"
+
+
+class UpstreamUnavailable(DomainError):
+    """Nothing accepts the connection (a service restarting under its supervisor): the request never left, so a
+    client may retry any method; Retry-After 1 s, about a restart's length."""
+
+    status, slug, title = 503, "upstream-unavailable", "Upstream unavailable"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.headers = {"Retry-After": "1"}
+
+
+def hop_error(upstream: str, err: aiohttp.ClientError) -> DomainError:
+    """A refused connection is 503 (not sent: retry); any other failure of the hop 502 (it may have been sent)."""
+    if isinstance(err, aiohttp.ClientConnectorError) and not isinstance(err, aiohttp.ClientSSLError):
+        return UpstreamUnavailable(f"{upstream} is not accepting connections", upstream=upstream)
+    return BadGateway(f"{upstream} is not reachable ({type(err).__name__})", upstream=upstream)
 
 
 class TooManyStreams(DomainError):
@@ -116,21 +135,31 @@ async def forward(
     # A GET has no body to wait for: reading the (empty) request stream was a few % of the gateway's CPU.
     has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
     body = await request.body() if has_body else b""
-    try:
-        async with session.request(
-            request.method,
-            upstream_url(base_url, request),
-            data=body or None,
-            headers=headers,
-            allow_redirects=False,
-        ) as resp:
-            content = await resp.read()
-            kept = {name: resp.headers[name] for name in RESPONSE_HEADERS if name in resp.headers}
-            return Response(content=content, status_code=resp.status, headers=kept)
-    except TimeoutError:
-        raise GatewayTimeout(f"{upstream} did not answer in time", upstream=upstream) from None
-    except aiohttp.ClientError as err:
-        raise BadGateway(f"{upstream} is not reachable ({type(err).__name__})", upstream=upstream) from None
+    url = upstream_url(base_url, request)
+    resend = may_resend(request)  # once, if the upstream drops the connection without answering
+    while True:
+        try:
+            async with session.request(
+                request.method, url, data=body or None, headers=headers, allow_redirects=False
+            ) as resp:
+                content = await resp.read()
+                kept = {name: resp.headers[name] for name in RESPONSE_HEADERS if name in resp.headers}
+                return Response(content=content, status_code=resp.status, headers=kept)
+        except aiohttp.ServerDisconnectedError as err:
+            if not resend:
+                raise hop_error(upstream, err) from None
+            resend = False
+        except TimeoutError:
+            raise GatewayTimeout(f"{upstream} did not answer in time", upstream=upstream) from None
+        except aiohttp.ClientError as err:
+            raise hop_error(upstream, err) from None
+
+
+def may_resend(request: Request) -> bool:
+    """Whether a request may be sent twice: a read, or a write the service deduplicates by its Idempotency-Key.
+    A keep-alive connection the upstream had just closed (a restart) drops the request unanswered; anything
+    else, a POST without a key above all, gets the 502: it may have been carried out, only the client knows."""
+    return request.method in ("GET", "HEAD") or "idempotency-key" in request.headers
 
 
 async def forward_stream(streams: Streams, upstream: str, base_url: str, request: Request, client: str) -> Response:
@@ -148,7 +177,7 @@ async def forward_stream(streams: Streams, upstream: str, base_url: str, request
     except TimeoutError:
         raise GatewayTimeout(f"{upstream} did not answer in time", upstream=upstream) from None
     except aiohttp.ClientError as err:
-        raise BadGateway(f"{upstream} is not reachable ({type(err).__name__})", upstream=upstream) from None
+        raise hop_error(upstream, err) from None
     kept = {name: resp.headers[name] for name in RESPONSE_HEADERS if name in resp.headers}
     if resp.content_type != EVENT_STREAM:
         try:

@@ -1,19 +1,24 @@
-"""Token buckets in Redis (one EVALSHA per request, shared by every gateway replica): per account for signed-in
-callers, per client address for anonymous ones.
+"""Token buckets in Redis (one EVALSHA per bucket, shared by every gateway replica): per account for signed-in
+callers, per client address for anonymous ones, and a larger per-address bound on signed-in calls.
 
 Many buyers share one address (a campus, a carrier's CGNAT, an office): keyed by address alone, one busy NAT
 would be refused as if it were one greedy client. So a request whose bearer token verifies (signature, issuer,
 audience, expiry: eventflow.auth, with its cache of verified tokens) is counted against its account (`sub`),
 and only a request without a valid token against its address, with a bound large enough for a crowd's
 anonymous browsing. A token that does not verify counts as anonymous, so inventing a new `sub` per request
-buys no fresh bucket. The gateway decides only the bucket here: every service still verifies the token itself.
+buys no fresh bucket. Every call that carries a token is also counted against its address, before the token is
+verified, with a bound 10x the anonymous one (config.py): cycling tokens or accounts from one address is bounded,
+and so are the signature checks a flood of forged tokens costs. The gateway decides only the buckets here:
+every service still verifies the token itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +30,8 @@ from eventflow.breaker import Breaker
 
 log = logging.getLogger(__name__)
 PAUSE_AFTER_FAILURE_S = 5.0
+FAILED_TOKENS = 4096  # ~200 bytes each (digest, expiry, the OrderedDict's node): under a MiB
+FAILED_TOKEN_TTL_S = 60.0
 
 # Refill by elapsed server time (TIME: every replica shares one clock), take one token if there is one.
 # Returns {allowed, milliseconds until a token is available}.
@@ -107,20 +114,71 @@ class RateLimiter:
             log.warning("rate limiter unavailable; letting requests through", extra={"error": type(err).__name__})
 
 
-class RateLimits:
-    """Picks the bucket of a request: its account when its token verifies, else its client address."""
+class FailedTokens:
+    """The tokens that recently did not verify (their SHA-256: a token may be kilobytes), so a flood of one forged
+    token is counted as anonymous without checking its signature again. Bounded, least recently seen out first;
+    and short-lived, since a token refused while its issuer's keys could not be fetched may verify later."""
 
-    def __init__(self, anonymous: RateLimiter, account: RateLimiter, verifier: TokenVerifier | None) -> None:
-        self.anonymous, self.account, self.verifier = anonymous, account, verifier
+    def __init__(
+        self, size: int = FAILED_TOKENS, ttl_s: float = FAILED_TOKEN_TTL_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.size, self.ttl_s, self.clock = size, ttl_s, clock
+        self._until: OrderedDict[bytes, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def __contains__(self, token: str) -> bool:
+        digest = hashlib.sha256(token.encode()).digest()
+        until = self._until.get(digest)
+        if until is None:
+            return False
+        if until <= self.clock():
+            del self._until[digest]
+            return False
+        self._until.move_to_end(digest)
+        return True
+
+    def add(self, token: str) -> None:
+        digest = hashlib.sha256(token.encode()).digest()
+        self._until[digest] = self.clock() + self.ttl_s
+        self._until.move_to_end(digest)
+        while len(self._until) > self.size:
+            self._until.popitem(last=False)
+
+
+class RateLimits:
+    """Picks the buckets of a request: its client address, and its account when its token verifies."""
+
+    def __init__(
+        self,
+        anonymous: RateLimiter,
+        account: RateLimiter,
+        verifier: TokenVerifier | None,
+        signed_in: RateLimiter | None = None,
+        failed: FailedTokens | None = None,
+    ) -> None:
+        self.anonymous, self.account, self.verifier, self.signed_in = anonymous, account, verifier, signed_in
+        self.failed = failed if failed is not None else FailedTokens()
 
     async def take(self, token: str | None, client: str) -> Decision:
-        if token is not None and self.verifier is not None:
-            try:
-                caller = await self.verifier.verify(token)
-            except NoAutenticado:
-                pass  # counted by address, like any anonymous call; the service answers the 401
-            else:
-                decision = await self.account.take(f"{caller.issuer}|{caller.sub}")
-                return Decision(decision.allowed, decision.retry_after_s, "account", self.account.rate)
-        decision = await self.anonymous.take(client)
-        return Decision(decision.allowed, decision.retry_after_s, "client", self.anonymous.rate)
+        if token is None or self.verifier is None or token in self.failed:
+            return await _take(self.anonymous, client, "client")
+        if self.signed_in is not None:
+            # Before the signature is checked: a flood of tokens, forged or not, costs verifications only up
+            # to this address's bound.
+            decision = await _take(self.signed_in, client, "client")
+            if not decision.allowed:
+                return decision
+        try:
+            caller = await self.verifier.verify(token)
+        except NoAutenticado:
+            # Counted by address, like any anonymous call; the service answers the 401.
+            self.failed.add(token)
+            return await _take(self.anonymous, client, "client")
+        return await _take(self.account, f"{caller.issuer}|{caller.sub}", "account")
+
+
+async def _take(limiter: RateLimiter, key: str, per: str) -> Decision:
+    decision = await limiter.take(key)
+    return Decision(decision.allowed, decision.retry_after_s, per, limiter.rate)

@@ -13,7 +13,7 @@ from eventflow.config import Settings
 from eventflow.servers import free_port
 from services.gateway.bootstrap import create_app
 from services.gateway.config import GatewaySettings
-from tests.gateway.upstreams import ETAG, echo_upstreams
+from tests.gateway.upstreams import ETAG, echo_upstreams, http_answer, raw_upstream
 from tests.reservations.helpers import serve
 from tests.utils.app import api_client
 from tests.utils.auth import registrar
@@ -136,13 +136,52 @@ async def test_unknown_paths_are_404_problems(gateway: httpx.AsyncClient, path: 
     assert_problem(await gateway.get(path), 404)
 
 
-async def test_upstream_down_is_502_problem(settings: Settings, upstreams: dict[str, str]) -> None:
+async def test_upstream_refusing_connections_is_503_with_retry_after(
+    settings: Settings, upstreams: dict[str, str]
+) -> None:
+    """A service restarting under its supervisor refuses connections: nothing was sent, so 503 + Retry-After."""
     down = {**upstreams, "users": f"http://127.0.0.1:{free_port()}"}
     async with api_client(create_app(gateway_settings(settings, down))) as client:
-        body = assert_problem(await client.get("/api/usuarios/u1"), 502)
-        assert body["type"] == "/problems/bad-gateway"
-        assert body["upstream"] == "users"
+        for response in (await client.get("/api/usuarios/u1"), await client.post("/api/usuarios", json={})):
+            body = assert_problem(response, 503)
+            assert body["type"].endswith("/problems/upstream-unavailable")
+            assert body["upstream"] == "users"
+            assert response.headers["retry-after"] == "1"
+        streamed = await client.get("/api/usuarios/u1", headers={"accept": "text/event-stream"})
+        assert assert_problem(streamed, 503)["type"].endswith("/problems/upstream-unavailable")
         assert (await client.get("/api/eventos")).status_code == 200
+
+
+async def test_a_malformed_upstream_answer_is_502(settings: Settings, upstreams: dict[str, str]) -> None:
+    async with raw_upstream(lambda _: b"HTTP/1.1 200 OK\r\ncontent-length: nope\r\n\r\n{}") as bad:
+        conf = gateway_settings(settings, {**upstreams, "users": bad.url})
+        async with api_client(create_app(conf)) as client:
+            body = assert_problem(await client.get("/api/usuarios/u1"), 502)
+            assert body["type"] == "/problems/bad-gateway" and body["upstream"] == "users"
+
+
+async def test_a_dropped_connection_is_resent_once_only_for_a_read_or_a_keyed_write(
+    settings: Settings, upstreams: dict[str, str]
+) -> None:
+    """A stale keep-alive connection (the service restarted) drops the first request unanswered. A write without
+    an Idempotency-Key must not be sent twice (it may have been carried out): the upstream sees it exactly once."""
+    cases = [
+        ("GET", {}, 200, 2),
+        ("HEAD", {}, 200, 2),
+        ("POST", {"idempotency-key": "k-1"}, 200, 2),
+        ("POST", {}, 502, 1),
+        ("PUT", {}, 502, 1),  # aiohttp's own resend of PUT/DELETE is off
+        ("DELETE", {}, 502, 1),
+    ]
+    for method, headers, status, sent in cases:
+        async with raw_upstream(lambda n: None if n == 0 else http_answer()) as flaky:
+            conf = gateway_settings(settings, {**upstreams, "users": flaky.url})
+            async with api_client(create_app(conf)) as client:
+                response = await client.request(method, "/api/usuarios/u1", headers=headers, content=b"{}")
+                assert (method, response.status_code) == (method, status), response.text
+                assert len(flaky.seen) == sent, (method, headers, flaky.seen)
+                if status == 502:
+                    assert response.json()["type"] == "/problems/bad-gateway"
 
 
 async def test_upstream_too_slow_is_504_problem(settings: Settings, upstreams: dict[str, str]) -> None:
@@ -329,6 +368,31 @@ async def test_signed_in_callers_are_limited_per_account_and_anonymous_ones_per_
             assert [(await me(beto.headers)).status_code for _ in range(3)] == [200, 200, 429], (
                 "the forged tokens took nothing from the account (its 2nd and 3rd of 3, then refused)"
             )
+
+
+async def test_signed_in_calls_are_bounded_per_address_too(settings: Settings) -> None:
+    """One address cannot spend without bound by cycling accounts: its signed-in calls share a per-address bucket."""
+    from services.users.bootstrap import create_app as users_app
+
+    async with serve(users_app(settings)) as users_url:
+        async with httpx.AsyncClient(base_url=users_url) as users:
+            ana, beto = await registrar(users), await registrar(users)
+        conf = gateway_settings(
+            settings,
+            {"users": users_url},
+            gateway_upstreams="users",
+            rate_limit_signed_in_per_s=0.01,
+            rate_limit_signed_in_burst=3,
+            trust_forwarded_for=True,
+        )
+        async with api_client(create_app(conf)) as client:
+            client.headers["x-forwarded-for"] = f"10.3.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
+            statuses = [(await client.get("/api/usuarios/me", headers=c.headers)).status_code for c in (ana, ana, beto)]
+            assert statuses == [200, 200, 200]
+            limited = await client.get("/api/usuarios/me", headers=beto.headers)
+            assert assert_problem(limited, 429)["detail"] == "Rate limit of 0.01 requests/s per client exceeded."
+            elsewhere = {"x-forwarded-for": f"10.4.{uuid.uuid4().int % 250}.1", **beto.headers}
+            assert (await client.get("/api/usuarios/me", headers=elsewhere)).status_code == 200
 
 
 async def test_anonymous_reads_of_an_events_public_document_are_served_from_a_short_lived_copy(

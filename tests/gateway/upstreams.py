@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
@@ -77,3 +78,56 @@ async def echo_upstreams(*names: str) -> AsyncIterator[dict[str, str]]:
         for server, _, _ in started:
             server.should_exit = True
         await asyncio.gather(*(task for _, task, _ in started))
+
+
+@dataclass
+class RawUpstream:
+    """An HTTP/1.1 server written by hand, to misbehave on purpose: `answer(n)` gives the raw bytes for the n-th
+    request (from 0), None to close the connection without answering, or HANG to never answer (until the server
+    stops). `seen` holds each request's head line."""
+
+    answer: Callable[[int], bytes | None]
+    seen: list[str] = field(default_factory=list)
+    url: str = ""
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            length = next((int(v) for k, _, v in (x.partition(":") for x in lines) if k.lower() == "content-length"), 0)
+            await reader.readexactly(length)
+            self.seen.append(lines[0])
+            reply = self.answer(len(self.seen) - 1)
+            if reply is HANG:
+                await self.stopping.wait()
+            elif reply is not None:
+                if lines[0].startswith("HEAD "):
+                    reply = reply.partition(b"\r\n\r\n")[0] + b"\r\n\r\n"  # an answer to a HEAD has no body
+                writer.write(reply)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+HANG = b"hang"
+
+
+def http_answer(body: bytes = b"{}", status: str = "200 OK") -> bytes:
+    head = f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+    return head.encode() + b"connection: close\r\n\r\n" + body
+
+
+@asynccontextmanager
+async def raw_upstream(answer: Callable[[int], bytes | None]) -> AsyncIterator[RawUpstream]:
+    upstream = RawUpstream(answer)
+    server = await asyncio.start_server(upstream._serve, "127.0.0.1", 0)
+    upstream.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        yield upstream
+    finally:
+        upstream.stopping.set()
+        server.close()
+        await server.wait_closed()
