@@ -85,6 +85,14 @@ class _Disconnected(Exception):
     """Raised before anything is handed to the client: the attempt sent nothing."""
 
 
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """A publish given up on (its attempt cancelled, or the connection lost) can still end with an error nobody
+    awaits: nats-py may answer after the cancel. Reading it keeps asyncio from logging "Task exception was never
+    retrieved" for what the attempt already reported."""
+    if not task.cancelled():
+        task.exception()
+
+
 @dataclass(frozen=True)
 class NewEvent:
     type: str
@@ -207,6 +215,7 @@ class EventStore:
             return int((await self.js.publish(subject, payload, headers=headers, timeout=PUBLISH_TIMEOUT_S)).seq)
 
         task = asyncio.ensure_future(publish())
+        task.add_done_callback(_retrieve)
         try:
             while True:
                 done, _ = await asyncio.wait({task}, timeout=0.2)
