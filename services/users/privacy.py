@@ -100,9 +100,10 @@ class DataKeys:
 
     async def forget_cached(self, usuario_id: str) -> None:
         """An erased user's key leaves the cache for good, in one transaction: the tombstone (so no read in flight
-        can cache it again; it outlives any cached copy), then the delete."""
+        can cache it again; it outlives any cached copy), then the delete. NX: where the read model has set its
+        own (permanent) tombstone, it must not start to expire."""
         async with self.redis.pipeline(transaction=True) as tx:
-            tx.set(tombstone_key(usuario_id), b"1", ex=CACHE_TTL_S)
+            tx.set(tombstone_key(usuario_id), b"1", ex=CACHE_TTL_S, nx=True)
             tx.delete(cache_key(usuario_id))
             await tx.execute()
 
