@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import nats.errors
 import orjson
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 
-from eventflow.errors import Conflict, Unavailable
+from eventflow.errors import Conflict, DomainError, Unavailable
 from eventflow.jetstream import NatsUnreachable, StreamSpec, is_connected, reconnected, require_connection
 from eventflow.logs import trace_headers
 
@@ -62,8 +63,34 @@ class OutcomeUnknown(Unavailable):
         return self
 
 
+class EventTooLarge(DomainError):
+    """The event is larger than NATS takes in one message (its max_payload counts headers and payload): refused
+    before anything of the append was sent, so nothing was stored and a retry of the same request fails the same."""
+
+    status, slug, title = 413, "payload-too-large", "Payload too large"
+
+
+class EventNotSendable(DomainError):
+    """nats-py refused to encode the message (a header or subject it cannot write): it never left this process,
+    so nothing was stored. A fault of the request's data or of ours, not of NATS: no retry helps."""
+
+    status, slug, title = 400, "not-sendable", "Event cannot be sent"
+
+
+# nats-py raises these before a byte is written: never retried, never "outcome unknown".
+_NEVER_SENT: tuple[type[Exception], ...] = (nats.errors.BadHeaderError, nats.errors.BadSubjectError)
+
+
 class _Disconnected(Exception):
     """Raised before anything is handed to the client: the attempt sent nothing."""
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """A publish given up on (its attempt cancelled, or the connection lost) can still end with an error nobody
+    awaits: nats-py may answer after the cancel. Reading it keeps asyncio from logging "Task exception was never
+    retrieved" for what the attempt already reported."""
+    if not task.cancelled():
+        task.exception()
 
 
 @dataclass(frozen=True)
@@ -121,15 +148,30 @@ class EventStore:
         read-your-writes caller waits for its projections to reach.
         """
         version = expected_version
+        messages = [(_encode(aggregate_id, event), self._headers(event)) for event in events]
+        for payload, headers in messages:  # all checked before the first is sent: "nothing stored" holds
+            self._check_size(payload, headers)
         seq = 0
-        for event in events:
-            headers = {"Nats-Msg-Id": event.id, TYPE_HEADER: event.type, **trace_headers()}
+        for payload, headers in messages:
             if version is not None:
                 headers["Nats-Expected-Last-Subject-Sequence"] = str(version)
-            payload = _encode(aggregate_id, event)
             seq = await self._publish(aggregate_id, payload, headers, sent_earlier=seq > 0)
             version = seq if version is not None else None
         return seq
+
+    @staticmethod
+    def _headers(event: NewEvent) -> dict[str, str]:
+        return {"Nats-Msg-Id": event.id, TYPE_HEADER: event.type, **trace_headers()}
+
+    def _check_size(self, payload: bytes, headers: Mapping[str, str]) -> None:
+        """The server drops the connection on a message over its max_payload (headers included), and nats-py only
+        checks the payload: too large is refused here, with room for the expected-sequence header added later."""
+        nc = getattr(self.js, "_nc", None)
+        limit = int(getattr(nc, "max_payload", 0) or 0)
+        header_block = len("NATS/1.0\r\n\r\n") + sum(len(k) + len(v) + 4 for k, v in headers.items())
+        expected_sequence = len("Nats-Expected-Last-Subject-Sequence: \r\n") + 20
+        if limit and len(payload) + header_block + expected_sequence > limit:
+            raise EventTooLarge(f"the event is {len(payload)} bytes; NATS takes at most {limit} in one message")
 
     async def _publish(self, aggregate_id: str, payload: bytes, headers: dict[str, str], sent_earlier: bool) -> int:
         """Timeouts and no responders (a leader election) are retried with the same Nats-Msg-Id, which the
@@ -145,6 +187,10 @@ class EventStore:
                 return await self._attempt(self.spec.subject(aggregate_id), payload, headers)
             except _Disconnected as err:
                 last: Exception = err
+            except nats.errors.MaxPayloadError:
+                raise EventTooLarge(f"the event is {len(payload)} bytes, over NATS's max_payload") from None
+            except _NEVER_SENT as err:
+                raise EventNotSendable(f"nats-py could not encode the event: {type(err).__name__}") from None
             except APIError as err:
                 if err.err_code in WRONG_LAST_SEQUENCE:
                     raise ConcurrencyConflict("the aggregate changed since it was read; reload and retry") from None
@@ -169,6 +215,7 @@ class EventStore:
             return int((await self.js.publish(subject, payload, headers=headers, timeout=PUBLISH_TIMEOUT_S)).seq)
 
         task = asyncio.ensure_future(publish())
+        task.add_done_callback(_retrieve)
         try:
             while True:
                 done, _ = await asyncio.wait({task}, timeout=0.2)

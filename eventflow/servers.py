@@ -106,11 +106,15 @@ class ServerProcess:
 
     def pause(self, timeout: float = 5.0) -> None:
         """SIGSTOP: a hung server (connections stay open, nothing answers). Returns once every thread is
-        stopped: the signal takes effect asynchronously, and a request sent in between was seen answered."""
+        stopped: the signal takes effect asynchronously, and a request sent in between was seen answered.
+        Raises TimeoutError if they are not all stopped within `timeout`: a fault test must not go on believing
+        the server hangs while part of it still answers."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGSTOP)
             deadline = time.monotonic() + timeout
-            while not _all_threads_stopped(self.proc.pid) and time.monotonic() < deadline:
+            while not _all_threads_stopped(self.proc.pid):
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{self.name} on {self.port}: not every thread stopped within {timeout}s")
                 time.sleep(0.005)
 
     def resume(self) -> None:

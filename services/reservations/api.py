@@ -124,10 +124,11 @@ async def reservar(
     )
     try:
         saga, created = await handlers.reservar(cmd, deps)
-    except OutcomeUnknown as unknown:
+        saga = await handlers.esperar(saga, deps, request.app.state.espera_s)
+        with handlers.reserva_guardada(saga.reserva_id):  # the tickets' signing key may be out of reach
+            return await _answer(saga, request, caller, 201 if created else 200, {"Idempotency-Key": key})
+    except OutcomeUnknown as unknown:  # stored, or maybe: say where to look
         raise unknown.located(f"/api/reservas/{unknown.aggregate_id}") from None
-    saga = await handlers.esperar(saga, deps, request.app.state.espera_s)
-    return await _answer(saga, request, caller, 201 if created else 200, {"Idempotency-Key": key})
 
 
 @router.get("/api/reservas", response_model=None)

@@ -12,10 +12,14 @@ who may read it, gets 403 (not 404: they know it exists).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import nats.errors
+
 from eventflow.auth import ORGANIZADOR, Principal, Prohibido
-from eventflow.errors import Conflict, Unavailable
+from eventflow.errors import DEPENDENCY_ERRORS, Conflict, Unavailable
 from eventflow.eventstore import OutcomeUnknown
 from services.reservations.catalog import CatalogoEventos
 from services.reservations.chain import Manejador, Solicitud
@@ -36,6 +40,9 @@ from services.reservations.saga import Orquestador
 from services.reservations.saga_store import ReservationArchive, SagaStore, SagaTomada, SagaYaExiste
 
 NO_SUCH_RESERVATION = "no reservation has this id"  # one answer for an unknown id and one the caller may not see
+# What a dependency raises when it does not answer (a NATS error, Redis, a timeout): once the saga is stored, none
+# of them says anything about the reservation.
+FALLOS_DE_DEPENDENCIA: tuple[type[Exception], ...] = (Unavailable, nats.errors.Error, *DEPENDENCY_ERRORS)
 
 
 @dataclass
@@ -156,18 +163,32 @@ async def _puede_ver(caller: Principal, saga: Saga, deps: Deps) -> bool:
     return evento is not None and evento.organizador_id == caller.sub
 
 
+@contextmanager
+def reserva_guardada(reserva_id: str) -> Iterator[None]:
+    """Around what follows a stored saga: a dependency failing there answers OutcomeUnknown (the reservation
+    exists and runs on), never the plain 503 whose detail says that nothing was stored (issue 11)."""
+    try:
+        yield
+    except OutcomeUnknown:
+        raise
+    except FALLOS_DE_DEPENDENCIA as err:
+        raise OutcomeUnknown(reserva_id) from err
+
+
 async def esperar(saga: Saga, deps: Deps, timeout: float) -> Saga:
-    """The saga once it has an outcome, or as it stands when `timeout` runs out."""
-    task = deps.orquestador.running(saga.reserva_id, cancelacion=saga.fase == Fase.CANCELANDO)
-    if task is not None:
-        done, _ = await asyncio.wait({task}, timeout=timeout)
-        return task.result() if done else saga
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not saga.terminada and loop.time() < deadline:
-        await asyncio.sleep(0.05)
-        saga = await consultar(saga.reserva_id, deps)
-    return saga
+    """The saga once it has an outcome, or as it stands when `timeout` runs out. The saga is stored: a failure
+    while waiting is OutcomeUnknown (reserva_guardada)."""
+    with reserva_guardada(saga.reserva_id):
+        task = deps.orquestador.running(saga.reserva_id, cancelacion=saga.fase == Fase.CANCELANDO)
+        if task is not None:
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+            return task.result() if done else saga
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not saga.terminada and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            saga = await consultar(saga.reserva_id, deps)
+        return saga
 
 
 async def cancelar(cmd: CancelarReserva, deps: Deps) -> Saga:

@@ -6,11 +6,15 @@ again, as a new user); the read model forgets the user (the projection, on the e
 (USER_KEYS and its Redis cache), so every sealed copy of the user's fields, in the log, replicas and backups,
 opens no more. A crash halfway leaves the event in the log and the key in place: a repeated DELETE, or the
 sweep every start of the service runs (`completar_pendientes`), does the remaining steps.
+With Redis down the erasure still completes on the CP side (the event, the account, sessions, claims, the key):
+the read model forgets the user when Redis returns (the projection, on the event), and the cached copy of the
+wrapped key is deleted then by a retry in this process, or by the next start's sweep if the process stopped first.
 Reservations keep their amounts, events and dates under a usuario_id that no longer resolves to a person.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from datetime import UTC, datetime
@@ -25,8 +29,11 @@ from eventflow.jetstream import USUARIOS
 from services.users import identidad as ids
 from services.users.domain import es_id
 from services.users.handlers import Dependencias
+from services.users.privacy import REDIS_DOWN, DataKeys
 
 log = logging.getLogger(__name__)
+REINTENTO_S = 0.5  # how often the cache of a key erased while Redis was down is tried again
+_olvidos: set[asyncio.Task[None]] = set()  # the event loop keeps only weak references to tasks
 
 
 async def borrar_usuario(usuario_id: str, por: str, deps: Dependencias, identidad: ids.Identidad) -> None:
@@ -53,8 +60,27 @@ async def borrar_usuario(usuario_id: str, por: str, deps: Dependencias, identida
     if not await deps.usuarios.wait_for(version, deps.read_your_writes_timeout):
         log.warning("read model behind an erasure", extra={"usuario_id": usuario_id})
     # Last: a data key still there marks an erasure not yet complete (the start-up sweep finishes it).
-    await deps.data_keys.delete(usuario_id, erasure=True)
+    if not await deps.data_keys.delete(usuario_id, erasure=True):
+        log.warning("erased with Redis down: its cached key goes when Redis returns", extra={"usuario_id": usuario_id})
+        _olvidar_cuando_vuelva(deps.data_keys, usuario_id)
     log.info("user erased", extra={"audit": "usuarios.borrar", "usuario_id": usuario_id, "por": por})
+
+
+def _olvidar_cuando_vuelva(data_keys: DataKeys, usuario_id: str) -> None:
+    task = asyncio.create_task(_olvidar(data_keys, usuario_id), name=f"olvido:{usuario_id}")
+    _olvidos.add(task)
+    task.add_done_callback(_olvidos.discard)
+
+
+async def _olvidar(data_keys: DataKeys, usuario_id: str) -> None:
+    """Retried until Redis answers: until then no read is served, and the read model's document, without which
+    no read opens the cached key, is deleted by the projection once it is back."""
+    while True:
+        try:
+            await data_keys.forget_cached(usuario_id)
+            return
+        except REDIS_DOWN:
+            await asyncio.sleep(REINTENTO_S)
 
 
 async def completar_pendientes(js: JetStreamContext, deps: Dependencias, identidad: ids.Identidad) -> list[str]:
@@ -84,12 +110,14 @@ async def completar_pendientes(js: JetStreamContext, deps: Dependencias, identid
                     break
         finally:
             await sub.unsubscribe()
-    completed = []
+    completed, destroyed = [], []
     for usuario_id in erased:
         try:
             await deps.data_keys.kv.get(usuario_id)
         except KeyNotFoundError:
-            continue  # complete already: the key goes last
+            destroyed.append(usuario_id)  # complete already (the key goes last), but for a cache Redis missed
+            continue
         await borrar_usuario(usuario_id, "sistema", deps, identidad)
         completed.append(usuario_id)
+    await deps.data_keys.drop_cached(destroyed)
     return completed

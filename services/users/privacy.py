@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 
+import redis.exceptions
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from redis.asyncio import Redis
@@ -27,6 +28,8 @@ if redis.call('exists', KEYS[2]) == 1 then return 0 end
 redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
+# Redis away (refused, or hung past the client's socket timeout): the erasure goes on without its cache step.
+REDIS_DOWN: tuple[type[Exception], ...] = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 def cache_key(usuario_id: str) -> str:
@@ -34,6 +37,7 @@ def cache_key(usuario_id: str) -> str:
 
 
 def tombstone_key(usuario_id: str) -> str:
+    """The same key as the read model's tombstone in generation 0 (projections.borrado_key), which keeps it."""
     return f"usuarios:borrado:{usuario_id}"
 
 
@@ -76,14 +80,38 @@ class DataKeys:
         )
         return self.ring.unwrap(wrapped)
 
-    async def delete(self, usuario_id: str, *, erasure: bool = False) -> None:
-        """Compensation for a registration that did not happen, or the last step of an erasure (`erasure`:
-        a tombstone first, so no read in flight can cache the key again; it outlives any cached copy)."""
+    async def delete(self, usuario_id: str, *, erasure: bool = False) -> bool:
+        """Compensation for a registration that did not happen, or the last step of an erasure (`erasure`).
+
+        An erasure destroys the key in USER_KEYS whatever Redis does: that is the CP side, and what makes every
+        sealed copy unreadable. Its Redis part (`forget_cached`) goes first when Redis answers; False says it did
+        not, and the caller forgets the cached copy once Redis is back."""
+        forgotten = True
         if erasure:
-            await self.redis.set(tombstone_key(usuario_id), b"1", ex=CACHE_TTL_S)
+            try:
+                await self.forget_cached(usuario_id)
+            except REDIS_DOWN:
+                forgotten = False
         with contextlib.suppress(KeyNotFoundError, KeyWrongLastSequenceError):
             await self.kv.purge(usuario_id)
-        await self.redis.delete(cache_key(usuario_id))
+        if not erasure:
+            await self.redis.delete(cache_key(usuario_id))
+        return forgotten
+
+    async def forget_cached(self, usuario_id: str) -> None:
+        """An erased user's key leaves the cache for good, in one transaction: the tombstone (so no read in flight
+        can cache it again; it outlives any cached copy), then the delete. NX: where the read model has set its
+        own (permanent) tombstone, it must not start to expire."""
+        async with self.redis.pipeline(transaction=True) as tx:
+            tx.set(tombstone_key(usuario_id), b"1", ex=CACHE_TTL_S, nx=True)
+            tx.delete(cache_key(usuario_id))
+            await tx.execute()
+
+    async def drop_cached(self, usuario_ids: list[str]) -> None:
+        """Cached copies of keys already destroyed (an erasure met Redis down, then the process stopped before
+        Redis returned): one DEL for all of them, from the start-up sweep."""
+        if usuario_ids:
+            await self.redis.delete(*(cache_key(usuario_id) for usuario_id in usuario_ids))
 
 
 def seal(dek: bytes, usuario_id: str, personal: dict[str, str]) -> dict[str, str]:

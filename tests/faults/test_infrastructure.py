@@ -5,6 +5,8 @@ themselves after NATS returns. Each test runs its own servers: it stops, pauses 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -21,7 +23,7 @@ from eventflow.eventstore import EventStore, NewEvent
 from eventflow.jetstream import StreamSpec, connect, ensure_stream, wait_for_jetstream
 from eventflow.projections import ProjectionRunner
 from eventflow.runtime import redis_client
-from eventflow.servers import free_port, start_nats, start_redis
+from eventflow.servers import ServerProcess, free_port, start_nats, start_redis
 from eventflow.web import any_of, create_app
 from tests.core.counting import Counter
 from tests.utils.app import api_client
@@ -226,3 +228,27 @@ async def test_read_your_writes_does_not_wait_for_a_consumer_nats_cannot_create(
         await reader.close()
         await writer.close()
         nats.stop()
+
+
+# A process whose main thread has exited (pthread_exit) while another runs: the leader stays a zombie (Z) in
+# /proc/<pid>/task, so SIGSTOP never shows every thread stopped (T).
+ZOMBIE_LEADER = (
+    "import ctypes, threading, time\n"
+    "threading.Thread(target=lambda: [time.sleep(0.05) for _ in iter(int, 1)]).start()\n"
+    "ctypes.CDLL(None).pthread_exit(None)\n"
+)
+
+
+def test_pause_raises_when_not_every_thread_stopped(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", ZOMBIE_LEADER])
+    server = ServerProcess("redis", free_port(), proc, tmp_path, tmp_path / "log")
+    try:
+        leader = Path(f"/proc/{proc.pid}/task/{proc.pid}/stat")
+        deadline = time.monotonic() + 30
+        while leader.read_text().rsplit(")", 1)[1].split()[0] != "Z":  # until its main thread has exited
+            assert time.monotonic() < deadline and proc.poll() is None, "the main thread did not exit"
+            time.sleep(0.01)
+        with pytest.raises(TimeoutError, match="not every thread stopped"):
+            server.pause(timeout=0.5)
+    finally:
+        server.kill()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,15 @@ def assert_retry_later(response: httpx.Response) -> None:
     assert response.status_code == 503, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert int(response.headers["retry-after"]) >= 1
+
+
+async def until_answered(request: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
+    """The first answer that is not a 503: a dependency just back (a reconnect, a leader) answers 503 until then."""
+    deadline = time.monotonic() + GUARD_S
+    while (response := await request()).status_code == 503:
+        assert time.monotonic() < deadline, response.text
+        await asyncio.sleep(0.2)
+    return response
 
 
 async def test_event_reads_answer_503_with_retry_after_while_redis_is_down(tmp_path: Path) -> None:
@@ -138,7 +147,7 @@ async def test_an_event_the_client_was_told_failed_never_appears_later(tmp_path:
             # Appends are ordered and the reconnect buffer is flushed before anything published after it: once a
             # later write is stored, an earlier buffered one would be stored before it.
             deadline = time.monotonic() + GUARD_S
-            while (later := await events.post("/api/eventos", json=evento())).status_code != 201:
+            while (later := await events.post("/api/eventos", json=evento())).status_code != 201:  # a 202 too
                 assert time.monotonic() < deadline, later.text
                 await asyncio.sleep(0.2)
             assert failed["nombre"] not in await event_names(servers.settings())
@@ -168,10 +177,7 @@ async def test_an_append_sent_to_a_hung_nats_is_reported_unknown_and_a_retry_con
             assert_retry_later(unknown)
             assert unknown.json()["type"] == "/problems/outcome-unknown", unknown.text
             location = unknown.headers["location"]
-            deadline = time.monotonic() + GUARD_S
-            while (retry := await events.post("/api/eventos", json=body, headers=headers)).status_code == 503:
-                assert time.monotonic() < deadline, retry.text
-                await asyncio.sleep(0.2)
+            retry = await until_answered(lambda: events.post("/api/eventos", json=body, headers=headers))
             assert retry.status_code == 200, retry.text  # the hung append was stored: the retry finds it
             assert retry.headers["location"] == location
             assert (await event_names(servers.settings())).count(body["nombre"]) == 1
@@ -188,10 +194,7 @@ async def test_a_sign_up_refused_while_nats_is_down_answers_503_and_leaves_nothi
             finally:
                 servers.nats.start_again()
             assert_retry_later(refused)
-            deadline = time.monotonic() + GUARD_S
-            while (created := await users.post("/api/usuarios", json=body)).status_code == 503:
-                assert time.monotonic() < deadline, created.text
-                await asyncio.sleep(0.2)
+            created = await until_answered(lambda: users.post("/api/usuarios", json=body))
             assert created.status_code == 201, created.text
 
 
@@ -229,13 +232,50 @@ async def test_a_reservation_refused_while_nats_is_down_never_runs_later(tmp_pat
                         servers.nats.start_again()
                     assert_retry_later(refused)
                     assert refused.json()["type"] == "/problems/unavailable", refused.text  # not even sent
-                    deadline = time.monotonic() + GUARD_S
-                    while (again := await reservations.post(
-                        "/api/reservar", json=reserva(buyer, evento_id), headers=headers
-                    )).status_code == 503:  # fmt: skip
-                        assert time.monotonic() < deadline, again.text
-                        await asyncio.sleep(0.2)
+                    again = await until_answered(
+                        lambda: reservations.post("/api/reservar", json=reserva(buyer, evento_id), headers=headers)
+                    )
                     assert again.status_code == 201, again.text  # created now: nothing had been stored before
+            finally:
+                await catalog.aclose()
+
+
+async def test_a_reservation_stored_before_nats_went_down_is_reported_unknown_with_its_location(
+    tmp_path: Path,
+) -> None:
+    """The saga is created, then NATS goes away while the request waits for its outcome (here a replica that is not
+    driving the saga polls it, as a repeated Idempotency-Key or a supervisor's take-over do). The answer is
+    outcome-unknown with the reservation's Location, not the "nothing stored" 503: the reservation is there."""
+    with running_servers(tmp_path) as servers:
+        async with platform(servers.settings()) as settings:
+            catalog = Catalog(settings)
+            try:
+                buyer = await catalog.usuario()
+                evento_id = await catalog.evento(aforo=5)
+                headers = {**catalog.headers(buyer), "Idempotency-Key": uuid.uuid4().hex}
+                app = reservations_app(settings)
+                async with api_client(app) as reservations:
+                    orquestador = app.state.deps.orquestador
+
+                    def driven_elsewhere_then_lose_nats(saga: Any, resumed: bool = False) -> None:
+                        servers.nats.stop()  # the saga is stored; the wait for its outcome polls a NATS now gone
+
+                    orquestador.start = driven_elsewhere_then_lose_nats
+                    try:
+                        unknown = await asyncio.wait_for(
+                            reservations.post("/api/reservar", json=reserva(buyer, evento_id), headers=headers),
+                            GUARD_S,
+                        )
+                    finally:
+                        del orquestador.start
+                        servers.nats.start_again()
+                    assert_retry_later(unknown)
+                    assert unknown.json()["type"] == "/problems/outcome-unknown", unknown.text
+                    location = unknown.headers["location"]
+                    assert location == unknown.json()["location"]
+                    stored = await until_answered(lambda: reservations.get(location, headers=catalog.headers(buyer)))
+                    assert stored.status_code == 200, stored.text  # it was stored: "unknown" was the truth
+                    assert stored.json()["usuario_id"] == buyer
             finally:
                 await catalog.aclose()
 

@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from services.users.privacy import cache_key
+from services.users.privacy import cache_key, tombstone_key
+from services.users.projections import borrado_key
+from tests.reservations.helpers import eventually
 from tests.users.signed_in import headers_of
 from tests.utils.auth import datos_de_registro
 
@@ -51,3 +53,19 @@ async def test_a_read_racing_an_erasure_cannot_put_the_data_key_back_in_the_cach
     assert racing.erased is not None and racing.erased.status_code == 204, racing.erased
     assert not await rds.exists(cache_key(usuario_id)), "the erased user's wrapped data key is cached again"
     assert await data_keys.get(usuario_id) is None
+
+
+async def test_an_erasure_leaves_the_read_models_tombstone_without_an_expiry(client, rds) -> None:
+    """The cache's tombstone is the read model's own key in generation 0: given the cache's TTL, the read model's
+    would expire an hour later, and a purchase of the erased user projected after that would be kept."""
+    body = datos_de_registro()
+    created = await client.post("/api/usuarios", json=body)
+    assert created.status_code == 201, created.text
+    usuario_id, own = created.json()["id"], await headers_of(client, body)
+    assert tombstone_key(usuario_id) == borrado_key(usuario_id)
+    assert (await client.delete(f"/api/usuarios/{usuario_id}", headers=own)).status_code == 204
+
+    async def permanent() -> bool:
+        return await rds.ttl(tombstone_key(usuario_id)) == -1  # -2: absent; > 0: expiring
+
+    await eventually(permanent)
