@@ -204,6 +204,7 @@ class Reading:
     errors: dict[str, int]  # status (or exception) -> count
     latencies_ms: list[float] = field(repr=False)
     alone_ms: float = 0.0  # p50 of its first 50 requests again, one at a time (1 connection): no queueing
+    redis_us: float = 0.0  # Redis's own time (INFO commandstats) per request of the loaded run: is it the server?
 
     def pct(self, q: float) -> float:
         lat = sorted(self.latencies_ms)
@@ -218,6 +219,7 @@ class Reading:
         "p99 ms",
         "p99.9 ms",
         "alone p50 ms",
+        "redis us/req",
         "errors",
     )
 
@@ -232,6 +234,7 @@ class Reading:
             f"{self.pct(0.99):.1f}",
             f"{self.pct(0.999):.1f}",
             f"{self.alone_ms:.1f}",
+            f"{self.redis_us:.0f}",
             " ".join(f"{k}:{v}" for k, v in sorted(self.errors.items())) or "0",
         ]
 
@@ -272,6 +275,7 @@ def uptime() -> str:
 
 
 async def reads_at(
+    redis: Redis,
     size: int,
     urls: dict[str, str],
     eventos: list[str],
@@ -310,7 +314,12 @@ async def reads_at(
     reads = [(name, request_for) for name, request_for in reads if not only or any(o in name for o in only)]
     out = []
     for name, request_for in reads:
+        await redis.config_resetstat()
         reading = await measure(size, name, request_for, requests, conns)
+        stats = await redis.info("commandstats")
+        # The page script's own calls (z*, del) are inside its evalsha time already: not counted twice.
+        outer = [v for name, v in stats.items() if not name.startswith(("cmdstat_z", "cmdstat_del"))]
+        reading.redis_us = sum(float(v["usec"]) for v in outer) / requests
         reading.alone_ms = (await measure(size, name, request_for, 50, 1)).pct(0.5)
         print("  " + " | ".join(reading.cells()), flush=True)
         out.append(reading)
@@ -372,7 +381,7 @@ async def bench(args: argparse.Namespace) -> Results:
                         ]
                         before = uptime()
                         results.readings += await reads_at(
-                            size, urls, eventos, usuarios, admin, buyers, args.requests, args.conns, args.reads
+                            redis, size, urls, eventos, usuarios, admin, buyers, args.requests, args.conns, args.reads
                         )
                         results.load.append(f"{size:,}: before {before}; after {uptime()}")
                 finally:
