@@ -100,7 +100,6 @@ class EventoOut(BaseModel):
 class PaginaOut(BaseModel):
     items: list[EventoOut]
     total: int
-    total_exacto: bool = Field(True, description="False when the search stopped counting: total is then a lower bound")
     limit: int
     offset: int
     next_offset: int | None
