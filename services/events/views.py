@@ -17,49 +17,23 @@ from services.events.documents import with_availability
 from services.events.domain import FiltroEventos
 from services.events.text import query_words
 
-# Members of the smallest index set examined per listing before the total stops being counted (a knob: the tests
-# set it low). Past it the walk only goes on until the page is full, and the total is a lower bound.
-MAX_EXAMINED = 5_000
-
-# KEYS the index sets (every one must hold the event); ARGV min, max, offset, limit, max examined.
-# One set: count the date range and cut the page. Several: walk the one with fewest members in the range in its
-# order (date, then id: every set scores an event by its date, so that is the intersection's order) and keep the
-# members every other set holds (ZMSCORE). Work follows the page and the cap, not the sets' sizes; nothing is
-# written. Returns {total, ids, 1 if the total is exact}.
+# KEYS[1] scratch key, KEYS[2..] index sets to intersect; ARGV min, max, offset, limit.
+# One atomic call: intersect the indexes (scores are dates, so MAX keeps the date), count the date
+# range, cut the page, drop the scratch key. Redis intersects starting from the smallest set.
 PAGE_SCRIPT = """
-local lo, hi = ARGV[1], ARGV[2]
-local offset, limit, cap = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-if #KEYS == 1 then
-  local total = redis.call('ZCOUNT', KEYS[1], lo, hi)
-  return {total, redis.call('ZRANGEBYSCORE', KEYS[1], lo, hi, 'LIMIT', offset, limit), 1}
+local src = KEYS[2]
+if #KEYS > 2 then
+  local args = {'ZINTERSTORE', KEYS[1], #KEYS - 1}
+  for i = 2, #KEYS do args[#args + 1] = KEYS[i] end
+  args[#args + 1] = 'AGGREGATE'
+  args[#args + 1] = 'MAX'
+  redis.call(unpack(args))
+  src = KEYS[1]
 end
-local walk, size = 1, redis.call('ZCOUNT', KEYS[1], lo, hi)
-for i = 2, #KEYS do
-  local n = redis.call('ZCOUNT', KEYS[i], lo, hi)
-  if n < size then walk, size = i, n end
-end
-local others = {}
-for i = 1, #KEYS do if i ~= walk then others[#others + 1] = KEYS[i] end end
-local first = 0  -- rank of the range's first member: the walk goes by rank, each step O(log n + step)
-if lo ~= '-inf' then first = redis.call('ZCOUNT', KEYS[walk], '-inf', '(' .. lo) end
-local want, found, examined, ids = offset + limit, 0, 0, {}
-while examined < size and (found < want or examined < cap) do
-  local n = math.min(500, size - examined)  -- one step; unpack() stays far below Lua's stack limit
-  if examined < cap then n = math.min(n, cap - examined) end
-  local keep = redis.call('ZRANGE', KEYS[walk], first + examined, first + examined + n - 1)
-  examined = examined + n
-  for _, key in ipairs(others) do
-    if #keep == 0 then break end
-    local scores, held = redis.call('ZMSCORE', key, unpack(keep)), {}
-    for j = 1, #keep do if scores[j] then held[#held + 1] = keep[j] end end
-    keep = held
-  end
-  for _, id in ipairs(keep) do
-    found = found + 1
-    if found > offset and found <= want then ids[#ids + 1] = id end
-  end
-end
-return {found, ids, examined >= size and 1 or 0}
+local total = redis.call('ZCOUNT', src, ARGV[1], ARGV[2])
+local ids = redis.call('ZRANGEBYSCORE', src, ARGV[1], ARGV[2], 'LIMIT', ARGV[3], ARGV[4])
+if src == KEYS[1] then redis.call('DEL', KEYS[1]) end
+return {total, ids}
 """
 
 
@@ -92,24 +66,21 @@ def _index_keys(keyset: keys.Keys, filtro: FiltroEventos) -> list[str]:
 
 
 async def eventos(redis: Redis, filtro: FiltroEventos) -> dict[str, Any]:
-    """A page in date order. `total_exacto` is false when the walk hit MAX_EXAMINED: `total` then counts only
-    the matches among the members examined (at least the page's end), and `next_offset` stays open."""
     keyset = keys.at(read_generation(redis))  # once: the page and its documents come from one generation
     low = "-inf" if filtro.desde is None else repr(filtro.desde.timestamp())
     high = "+inf" if filtro.hasta is None else repr(filtro.hasta.timestamp())
     page = redis.register_script(PAGE_SCRIPT)  # EVALSHA, falling back to EVAL once per server
-    total, ids, exact = await page(
-        keys=_index_keys(keyset, filtro), args=[low, high, filtro.offset, filtro.limit, MAX_EXAMINED]
+    total, ids = await page(
+        keys=[keys.SEARCH_SCRATCH, *_index_keys(keyset, filtro)], args=[low, high, filtro.offset, filtro.limit]
     )
     items = await _documents(redis, keyset, list(ids))
     end = filtro.offset + len(ids)
     return {
         "items": items,
         "total": int(total),
-        "total_exacto": bool(exact),
         "limit": filtro.limit,
         "offset": filtro.offset,
-        "next_offset": end if end < int(total) or not exact else None,
+        "next_offset": end if end < int(total) else None,
     }
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.events import views
 from tests.events.helpers import evento_body, unique
 
 BASE = (datetime.now(UTC) + timedelta(days=20)).replace(microsecond=0)
@@ -114,85 +113,3 @@ async def test_listing_never_scans_the_keyspace(client, redis):
     used = {name.removeprefix("cmdstat_") for name in await redis.info("commandstats")}
     assert not used & {"scan", "keys", "sscan", "zscan", "hscan"}, used
     assert "zrangebyscore" in used or "evalsha" in used
-
-
-async def several_words(client) -> tuple[list[str], list[dict]]:
-    """Twelve events and three words with sets of different sizes: the first word is in every name, the
-    second in 8 (i % 3 != 2), the third in 6 (even i); dates in pairs, so ties are ordered by id."""
-    words = [unique("wa"), unique("wb"), unique("wc")]
-    docs = []
-    for i in range(12):
-        nombre = " ".join(w for w, on in zip(words, (True, i % 3 != 2, i % 2 == 0), strict=True) if on)
-        docs.append(await create(client, nombre=f"Show {nombre}", fecha=at(i // 2), categoria="Par" if i % 4 else "x"))
-    return words, docs
-
-
-def expected(docs: list[dict], *words: str, desde: int = -1, categoria: str | None = None) -> list[str]:
-    """The old semantics: every word in the name (and the filters), by date, then id."""
-    hits = [
-        d
-        for d in docs
-        if all(w in d["nombre"] for w in words)
-        and datetime.fromisoformat(d["fecha"]) >= BASE + timedelta(days=desde)
-        and categoria in (None, d["categoria"])
-    ]
-    return [d["id"] for d in sorted(hits, key=lambda d: (datetime.fromisoformat(d["fecha"]), d["id"]))]
-
-
-async def test_several_words_match_the_intersection_in_date_order(client):
-    (wa, wb, wc), docs = await several_words(client)
-    for query, want in [
-        ([wa, wb], expected(docs, wa, wb)),  # 8 of 12
-        ([wb, wa], expected(docs, wa, wb)),  # the words' order does not matter
-        ([wa, wc], expected(docs, wa, wc)),  # 6 of 12
-        ([wc, wb, wa], expected(docs, wa, wb, wc)),  # 4: i in {0, 4, 6, 10}
-    ]:
-        page = await listing(client, q=" ".join(query), limit=100)
-        assert [d["id"] for d in page["items"]] == want, query
-        assert page["total"] == len(want) and page["total_exacto"] is True and page["next_offset"] is None
-    assert len(expected(docs, wa, wb, wc)) == 4 and len(expected(docs, wa, wb)) == 8
-    # A date range starts the walk mid-set; a category is one more set to intersect.
-    ranged = await listing(client, q=f"{wa} {wb}", desde=at(2), limit=100)
-    assert [d["id"] for d in ranged["items"]] == expected(docs, wa, wb, desde=2) and ranged["total"] == 5
-    by_cat = await listing(client, q=f"{wb} {wa}", categoria="par", desde=at(1), limit=100)
-    assert [d["id"] for d in by_cat["items"]] == expected(docs, wa, wb, desde=1, categoria="par")
-    assert by_cat["total"] == 5
-
-
-async def test_several_words_page_without_gaps_or_duplicates(client):
-    (wa, wb, _), docs = await several_words(client)
-    seen, offset, totals = [], 0, set()
-    while offset is not None:
-        page = await listing(client, q=f"{wa} {wb}", limit=3, offset=offset)
-        assert page["offset"] == offset and len(page["items"]) == min(3, 8 - offset)
-        seen += [d["id"] for d in page["items"]]
-        totals.add((page["total"], page["total_exacto"]))
-        offset = page["next_offset"]
-    assert seen == expected(docs, wa, wb) and totals == {(8, True)}  # pages 0, 3, 6: every match once, in order
-    assert (await listing(client, q=f"{wa} {wb}", offset=8))["items"] == []
-
-
-async def test_a_capped_walk_keeps_the_pages_right_and_says_the_total_is_a_lower_bound(client, monkeypatch):
-    (wa, wb, wc), docs = await several_words(client)
-    monkeypatch.setattr(views, "MAX_EXAMINED", 6)
-    # The smallest set (wc, 6 members) is the one walked: it fits under the cap, so the total is exact.
-    whole = await listing(client, q=f"{wa} {wc}", limit=2)  # walking wa would stop at 6 of 12, inexact
-    assert [d["id"] for d in whole["items"]] == expected(docs, wa, wc)[:2]
-    assert whole["total"] == 6 and whole["total_exacto"] is True
-
-    monkeypatch.setattr(views, "MAX_EXAMINED", 3)
-    want = expected(docs, wa, wb)  # the walk goes over wb's 8 members, all of them matches
-    seen, offset = [], 0
-    while offset is not None:
-        page = await listing(client, q=f"{wa} {wb}", limit=2, offset=offset)
-        ids = [d["id"] for d in page["items"]]
-        assert ids == want[offset : offset + 2]  # still exactly the page the uncapped walk gives
-        if not page["total_exacto"]:  # stopped early: counted what it examined, left the next page open
-            assert offset + 2 <= page["total"] < len(want) and page["next_offset"] == offset + 2
-        seen += ids
-        offset = page["next_offset"]
-    assert seen == want
-    first = await listing(client, q=f"{wa} {wb}", limit=2)
-    assert first["total_exacto"] is False and first["total"] == 3  # 3 examined, 3 matches: a lower bound
-    three = await listing(client, q=f"{wa} {wb}", limit=3)  # the page ends where the count stopped: more may follow
-    assert three["total"] == 3 and three["total_exacto"] is False and three["next_offset"] == 3
