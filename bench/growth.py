@@ -204,6 +204,7 @@ class Reading:
     errors: dict[str, int]  # status (or exception) -> count
     latencies_ms: list[float] = field(repr=False)
     alone_ms: float = 0.0  # p50 of its first 50 requests again, one at a time (1 connection): no queueing
+    redis_us: float = 0.0  # Redis's own time (INFO commandstats) per request of the loaded run: is it the server?
 
     def pct(self, q: float) -> float:
         lat = sorted(self.latencies_ms)
@@ -218,6 +219,7 @@ class Reading:
         "p99 ms",
         "p99.9 ms",
         "alone p50 ms",
+        "redis us/req",
         "errors",
     )
 
@@ -232,6 +234,7 @@ class Reading:
             f"{self.pct(0.99):.1f}",
             f"{self.pct(0.999):.1f}",
             f"{self.alone_ms:.1f}",
+            f"{self.redis_us:.0f}",
             " ".join(f"{k}:{v}" for k, v in sorted(self.errors.items())) or "0",
         ]
 
@@ -272,6 +275,7 @@ def uptime() -> str:
 
 
 async def reads_at(
+    redis: Redis,
     size: int,
     urls: dict[str, str],
     eventos: list[str],
@@ -280,12 +284,13 @@ async def reads_at(
     buyers: list[Cuenta],
     requests: int,
     conns: int,
+    only: list[str],
 ) -> list[Reading]:
     events_url, users_url = urls["events"], urls["users"]
     admin_headers = {"Authorization": f"Bearer {admin}"}
     rng = random.Random(size)
     event_ids = [rng.choice(eventos) for _ in range(requests)]
-    user_ids = [rng.choice(usuarios) for _ in range(requests)]
+    user_ids = [rng.choice(usuarios) for _ in range(requests)] if usuarios else []
     listing = f"{events_url}/api/eventos?limit=20"
     reads: list[tuple[str, Request]] = [
         ("GET /api/eventos/{id}, random id", lambda i: (f"{events_url}/api/eventos/{event_ids[i]}", {})),
@@ -293,20 +298,28 @@ async def reads_at(
         ("  &q=rock (1 word)", lambda i: (f"{listing}&q=rock", {})),
         ("  &q=rock rosario (2 words)", lambda i: (f"{listing}&q=rock%20rosario", {})),
         ("  &categoria=musica", lambda i: (f"{listing}&categoria=musica", {})),
-        (
-            "GET /api/usuarios/{id} (admin), random id",
-            lambda i: (f"{users_url}/api/usuarios/{user_ids[i]}", admin_headers),
-        ),
-        ("  the same ids again", lambda i: (f"{users_url}/api/usuarios/{user_ids[i]}", admin_headers)),
-        ("GET /api/usuarios/me", lambda i: (f"{users_url}/api/usuarios/me", buyers[i % len(buyers)].headers)),
     ]
+    if usuarios:
+        reads += [
+            (
+                "GET /api/usuarios/{id} (admin), random id",
+                lambda i: (f"{users_url}/api/usuarios/{user_ids[i]}", admin_headers),
+            ),
+            ("  the same ids again", lambda i: (f"{users_url}/api/usuarios/{user_ids[i]}", admin_headers)),
+            ("GET /api/usuarios/me", lambda i: (f"{users_url}/api/usuarios/me", buyers[i % len(buyers)].headers)),
+        ]
     # Warm the connections and each worker's code paths on reads that leave no state behind (not the user reads).
-    for _, request_for in reads[:5]:
+    for _, request_for in reads[:5] + reads[-1:]:
         await measure(size, "warm-up", request_for, min(conns * 4, requests), conns)
-    await measure(size, "warm-up", reads[-1][1], min(conns * 4, requests), conns)
+    reads = [(name, request_for) for name, request_for in reads if not only or any(o in name for o in only)]
     out = []
     for name, request_for in reads:
+        await redis.config_resetstat()
         reading = await measure(size, name, request_for, requests, conns)
+        stats = await redis.info("commandstats")
+        # The page script's own calls (z*, del) are inside its evalsha time already: not counted twice.
+        outer = [v for name, v in stats.items() if not name.startswith(("cmdstat_z", "cmdstat_del"))]
+        reading.redis_us = sum(float(v["usec"]) for v in outer) / requests
         reading.alone_ms = (await measure(size, name, request_for, 50, 1)).pct(0.5)
         print("  " + " | ".join(reading.cells()), flush=True)
         out.append(reading)
@@ -350,7 +363,7 @@ async def bench(args: argparse.Namespace) -> Results:
                         # Separate streams and buckets fsync in parallel (measured-here.md): both at once.
                         nuevos_eventos, nuevos_usuarios = await asyncio.gather(
                             seed_events(eventos_store, len(eventos), size - len(eventos), organizadores),
-                            seed_users(writes, len(usuarios), size - len(usuarios)),
+                            seed_users(writes, len(usuarios), size - len(usuarios) if args.users else 0),
                         )
                         eventos += nuevos_eventos
                         usuarios += nuevos_usuarios
@@ -368,7 +381,7 @@ async def bench(args: argparse.Namespace) -> Results:
                         ]
                         before = uptime()
                         results.readings += await reads_at(
-                            size, urls, eventos, usuarios, admin, buyers, args.requests, args.conns
+                            redis, size, urls, eventos, usuarios, admin, buyers, args.requests, args.conns, args.reads
                         )
                         results.load.append(f"{size:,}: before {before}; after {uptime()}")
                 finally:
@@ -421,6 +434,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4_000, help="GETs per read and size")
     parser.add_argument("--conns", type=int, default=64, help="connections")
     parser.add_argument("--buyers", type=int, default=64, help="signed-in buyers reading /api/usuarios/me")
+    parser.add_argument("--reads", nargs="+", default=[], help="only the reads whose name contains one of these")
+    parser.add_argument(
+        "--no-users", dest="users", action="store_false", help="seed events only (and skip the user reads)"
+    )
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "perf-growth.png")
     args = parser.parse_args()
     print(f"load before: {uptime()}", flush=True)
