@@ -155,11 +155,19 @@ async def forward(
             raise hop_error(upstream, err) from None
 
 
+# The writes whose services deduplicate by Idempotency-Key (a header on any other route is ignored there).
+KEYED_WRITES = frozenset({"/api/usuarios", "/api/eventos", "/api/reservar", "/api/checkin"})
+
+
 def may_resend(request: Request) -> bool:
-    """Whether a request may be sent twice: a read, or a write the service deduplicates by its Idempotency-Key.
+    """Whether a request may be sent twice: a read, or a POST its service deduplicates by its Idempotency-Key.
     A keep-alive connection the upstream had just closed (a restart) drops the request unanswered; anything
-    else, a POST without a key above all, gets the 502: it may have been carried out, only the client knows."""
-    return request.method in ("GET", "HEAD") or "idempotency-key" in request.headers
+    else (a POST without a key, a DELETE, a password change) gets the 502: it may have been carried out, only
+    the client knows."""
+    if request.method in ("GET", "HEAD"):
+        return True
+    keyed = request.method == "POST" and request.url.path.rstrip("/") in KEYED_WRITES
+    return keyed and "idempotency-key" in request.headers
 
 
 async def forward_stream(streams: Streams, upstream: str, base_url: str, request: Request, client: str) -> Response:

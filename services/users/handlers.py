@@ -11,6 +11,7 @@ answering with the one stored user; a different body under the same key is refus
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from eventflow.claims import Claim
-from eventflow.contracts import USUARIO_REGISTRADO
+from eventflow.contracts import USUARIO_BORRADO, USUARIO_REGISTRADO
 from eventflow.crypto import Pseudonymizer
 from eventflow.eventstore import ConcurrencyConflict, NewEvent, StoredEvent
 from services.users.contrasenas import Hasher
@@ -107,8 +108,14 @@ async def esperar_proyeccion(usuario_id: str, deps: Dependencias) -> bool:
     (Locust found it); this makes one's own profile read-your-writes on the read path too."""
     if not es_id(usuario_id) or not deps.cp_connected():
         return False
-    _, version = await deps.store.load(usuario_id)
-    return version > 0 and await deps.usuarios.wait_for(version, deps.read_your_writes_timeout)
+    try:
+        async with asyncio.timeout(deps.read_your_writes_timeout):  # the log read and the wait, together
+            events, version = await deps.store.load(usuario_id)
+            if not events or events[-1].type == USUARIO_BORRADO:  # never registered, or erased: the 404 stands
+                return False
+            return await deps.usuarios.wait_for(version, deps.read_your_writes_timeout)
+    except TimeoutError:
+        return False
 
 
 def _nuevo(usuario_id: str, cmd: RegistrarUsuario) -> Usuario:

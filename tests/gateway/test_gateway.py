@@ -165,21 +165,23 @@ async def test_a_dropped_connection_is_resent_once_only_for_a_read_or_a_keyed_wr
 ) -> None:
     """A stale keep-alive connection (the service restarted) drops the first request unanswered. A write without
     an Idempotency-Key must not be sent twice (it may have been carried out): the upstream sees it exactly once."""
+    key = {"idempotency-key": "k-1"}
     cases = [
-        ("GET", {}, 200, 2),
-        ("HEAD", {}, 200, 2),
-        ("POST", {"idempotency-key": "k-1"}, 200, 2),
-        ("POST", {}, 502, 1),
-        ("PUT", {}, 502, 1),  # aiohttp's own resend of PUT/DELETE is off
-        ("DELETE", {}, 502, 1),
+        ("GET", "/api/usuarios/u1", {}, 200, 2),
+        ("HEAD", "/api/usuarios/u1", {}, 200, 2),
+        ("POST", "/api/usuarios", key, 200, 2),  # the sign-up deduplicates by its key
+        ("POST", "/api/usuarios", {}, 502, 1),
+        ("PUT", "/api/usuarios/u1", {}, 502, 1),  # aiohttp's own resend of PUT/DELETE is off
+        ("DELETE", "/api/usuarios/u1", key, 502, 1),  # a key where no service reads one makes nothing safe
+        ("PUT", "/api/usuarios/me/password", key, 502, 1),
     ]
-    for method, headers, status, sent in cases:
+    for method, path, headers, status, sent in cases:
         async with raw_upstream(lambda n: None if n == 0 else http_answer()) as flaky:
             conf = gateway_settings(settings, {**upstreams, "users": flaky.url})
             async with api_client(create_app(conf)) as client:
-                response = await client.request(method, "/api/usuarios/u1", headers=headers, content=b"{}")
+                response = await client.request(method, path, headers=headers, content=b"{}")
                 assert (method, response.status_code) == (method, status), response.text
-                assert len(flaky.seen) == sent, (method, headers, flaky.seen)
+                assert len(flaky.seen) == sent, (method, path, headers, flaky.seen)
                 if status == 502:
                     assert response.json()["type"] == "/problems/bad-gateway"
 
