@@ -50,6 +50,11 @@ class NoAutenticado(DomainError):
         self.headers = {"WWW-Authenticate": f'Bearer realm="eventflow", error="{error}"'}
 
 
+class ClaveDesconocida(NoAutenticado):
+    """401 because the token names a key id its issuer's keys do not hold (yet): after a rotation, or while the
+    keys cannot be fetched, a genuine token fails this way, so it must not be remembered as forged."""
+
+
 class Prohibido(DomainError):
     status, slug, title = 403, "forbidden", "Forbidden"
 
@@ -167,9 +172,11 @@ class TokenVerifier:
             try:
                 return dict(jwt.decode(token, keyset, algorithms=list(ALGORITHMS)).claims), keyset
             except JoseError as err:
-                if attempt == 1 and err.error == "invalid_key_id":
-                    await issuer.keys.refresh()  # a key rotated in since we last looked
-                    continue
+                if err.error == "invalid_key_id":
+                    if attempt == 1:
+                        await issuer.keys.refresh()  # a key rotated in since we last looked
+                        continue
+                    raise ClaveDesconocida("The token is signed with a key this issuer does not have.") from None
                 raise NoAutenticado("The token's signature does not verify.") from None
         raise AssertionError("unreachable")
 

@@ -145,8 +145,9 @@ async def forward(
                 content = await resp.read()
                 kept = {name: resp.headers[name] for name in RESPONSE_HEADERS if name in resp.headers}
                 return Response(content=content, status_code=resp.status, headers=kept)
-        except aiohttp.ServerDisconnectedError as err:
-            if not resend:
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as err:
+            # Closed or reset (RST) with the request on the wire; a refused connect is not worth a resend (503).
+            if not resend or isinstance(err, aiohttp.ClientConnectorError):
                 raise hop_error(upstream, err) from None
             resend = False
         except TimeoutError:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from eventflow.auth import NoAutenticado, TokenVerifier
+from eventflow.auth import ClaveDesconocida, NoAutenticado, TokenVerifier
 from eventflow.breaker import Breaker
 
 log = logging.getLogger(__name__)
@@ -172,9 +172,11 @@ class RateLimits:
                 return decision
         try:
             caller = await self.verifier.verify(token)
-        except NoAutenticado:
-            # Counted by address, like any anonymous call; the service answers the 401.
-            self.failed.add(token)
+        except NoAutenticado as err:
+            # Counted by address, like any anonymous call; the service answers the 401. A key id not known
+            # yet may be a genuine token ahead of our keys: not remembered (checking it costs no signature).
+            if not isinstance(err, ClaveDesconocida):
+                self.failed.add(token)
             return await _take(self.anonymous, client, "client")
         return await _take(self.account, f"{caller.issuer}|{caller.sub}", "account")
 

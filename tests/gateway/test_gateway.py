@@ -13,7 +13,7 @@ from eventflow.config import Settings
 from eventflow.servers import free_port
 from services.gateway.bootstrap import create_app
 from services.gateway.config import GatewaySettings
-from tests.gateway.upstreams import ETAG, echo_upstreams, http_answer, raw_upstream
+from tests.gateway.upstreams import ETAG, RESET, echo_upstreams, http_answer, raw_upstream
 from tests.reservations.helpers import serve
 from tests.utils.app import api_client
 from tests.utils.auth import registrar
@@ -184,6 +184,19 @@ async def test_a_dropped_connection_is_resent_once_only_for_a_read_or_a_keyed_wr
                 assert len(flaky.seen) == sent, (method, path, headers, flaky.seen)
                 if status == 502:
                     assert response.json()["type"] == "/problems/bad-gateway"
+
+
+async def test_a_reset_connection_is_resent_once_for_a_read_and_never_for_an_unkeyed_write(
+    settings: Settings, upstreams: dict[str, str]
+) -> None:
+    """An upstream dying with the request on the wire resets the connection (RST) instead of closing it."""
+    for method, status, sent in [("GET", 200, 2), ("POST", 502, 1)]:
+        async with raw_upstream(lambda n: RESET if n == 0 else http_answer()) as flaky:
+            conf = gateway_settings(settings, {**upstreams, "users": flaky.url})
+            async with api_client(create_app(conf)) as client:
+                response = await client.request(method, "/api/usuarios/u1", content=b"{}")
+                assert (method, response.status_code) == (method, status), response.text
+                assert len(flaky.seen) == sent, (method, flaky.seen)
 
 
 async def test_upstream_too_slow_is_504_problem(settings: Settings, upstreams: dict[str, str]) -> None:

@@ -142,6 +142,19 @@ async def test_a_flood_of_one_forged_token_is_refused_without_checking_its_signa
     assert limiter.verifier.asked == 1
 
 
+async def test_a_token_signed_with_a_key_id_not_known_yet_is_not_remembered_as_failed(redis_conn: Redis) -> None:
+    """After a key rotation the first genuine tokens name a key the gateway has not fetched yet: they must be
+    verified again once it has, not counted as anonymous for a minute."""
+    limiter = limits(redis_conn, anonymous=1000, signed_in=0)
+    assert isinstance(limiter.verifier, CountingVerifier)
+    ahead = str(jwt.encode({"alg": "ES256", "kid": "idp-2"}, claims(), FORGER))
+    for _ in range(3):
+        assert (await limiter.take(ahead, "10.0.0.12")).per == "client"
+    assert limiter.verifier.asked == 3 and len(limiter.failed) == 0
+    await limiter.take(token(FORGER), "10.0.0.12")  # a known key id whose signature fails: remembered
+    assert len(limiter.failed) == 1
+
+
 async def test_the_failed_tokens_are_bounded_least_recently_seen_out_first(redis_conn: Redis) -> None:
     limiter = limits(redis_conn, anonymous=1000, signed_in=0, failed=FailedTokens(size=8))
     assert isinstance(limiter.verifier, CountingVerifier)

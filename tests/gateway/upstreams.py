@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -101,6 +103,9 @@ class RawUpstream:
             reply = self.answer(len(self.seen) - 1)
             if reply is HANG:
                 await self.stopping.wait()
+            elif reply is RESET:  # close with a TCP RST (linger 0), as a dying process's kernel does
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             elif reply is not None:
                 if lines[0].startswith("HEAD "):
                     reply = reply.partition(b"\r\n\r\n")[0] + b"\r\n\r\n"  # an answer to a HEAD has no body
@@ -113,6 +118,7 @@ class RawUpstream:
 
 
 HANG = b"hang"
+RESET = b"reset"
 
 
 def http_answer(body: bytes = b"{}", status: str = "200 OK") -> bytes:
