@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import gc
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,22 @@ import redis.asyncio as aioredis
 
 from eventflow.config import Settings
 from tests.utils.servers import Servers, running_servers
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport() -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """No garbage collection while a failure's report is written. Pytest reads the failing source with
+    `ast.parse`; on Python 3.11 a finalizer that formats a traceback in the middle of it (asyncio's "exception was
+    never retrieved" log does: 3.11's tracebacks parse their lines too) re-enters the parser's shared recursion
+    counter, and `SystemError: AST constructor recursion depth mismatch` ends the whole run as an INTERNALERROR,
+    hiding the failure it was reporting. The garbage is collected right after."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return (yield)
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 @pytest.fixture(scope="session")
