@@ -246,7 +246,7 @@ class HttpJwks:
                     resp.raise_for_status()
                     self._keyset = KeySet.import_key_set(await resp.json())
                 self._fetched_at = time.monotonic()
-            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, JoseError) as err:
+            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError, JoseError) as err:
                 log.warning("could not fetch a JWKS", extra={"url": self.url, "error": type(err).__name__})
 
 

@@ -22,7 +22,7 @@ from services.gateway.cache import PublicCache
 from services.gateway.config import GatewaySettings
 from services.gateway.keys import SharedRefresh
 from services.gateway.proxy import Streams
-from services.gateway.ratelimit import RateLimiter, RateLimits
+from services.gateway.ratelimit import rate_limits
 from services.gateway.routing import JWKS_PATH
 
 READY_TIMEOUT_S = 2.0
@@ -74,14 +74,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         # (proxy.may_resend): a DELETE of a user sent twice answers 404 to a delete that worked.
         session._retry_connection = False
         streams = Streams(client_session(limit=settings.max_streams + 16), settings.max_streams, exit_requested())
-        limits = RateLimits(
-            RateLimiter(redis, settings.rate_limit_per_s, settings.rate_limit_burst, prefix="ratelimit:ip"),
-            RateLimiter(
-                redis, settings.rate_limit_account_per_s, settings.rate_limit_account_burst, prefix="ratelimit:acct"
-            ),
-            _verifier(settings, keys_session, upstreams) if settings.rate_limit_account_per_s > 0 else None,
-            RateLimiter(redis, *settings.signed_in_rate(), prefix="ratelimit:ip-signed-in"),
-        )
+        verifier = _verifier(settings, keys_session, upstreams) if settings.rate_limit_account_per_s > 0 else None
+        limits = rate_limits(redis, settings, verifier)
         state.update(redis=redis, session=session)
         cache = PublicCache(settings.gateway_cache_s) if settings.gateway_cache_s > 0 else None
         app.state.gateway = Gateway(session, upstreams, limits, settings.trust_forwarded_for, streams, cache)

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from eventflow.auth import ClaveDesconocida, NoAutenticado, TokenVerifier
 from eventflow.breaker import Breaker
+from services.gateway.config import GatewaySettings
 
 log = logging.getLogger(__name__)
 PAUSE_AFTER_FAILURE_S = 5.0
@@ -70,7 +71,8 @@ class RateLimiter:
     """One kind of bucket. Fails open: Redis is the AP side, and losing it must not take the whole API down.
 
     After a failure it lets requests through without asking Redis for `pause_s`, then asks again: a hung Redis
-    costs the client's socket timeout once per pause, not on every request (reservations included).
+    costs the client's socket timeout once per pause, not on every request (reservations included). Limiters on
+    the same Redis share one `breaker`, so a signed-in request (address, then account) pays it once, not twice.
     """
 
     def __init__(
@@ -81,12 +83,13 @@ class RateLimiter:
         prefix: str = "ratelimit",
         pause_s: float = PAUSE_AFTER_FAILURE_S,
         clock: Callable[[], float] = time.monotonic,
+        breaker: Breaker | None = None,
     ) -> None:
         self.rate = rate_per_s
         self.burst = burst
         self.prefix = prefix
         self.clock = clock
-        self.breaker = Breaker(pause_s, clock)
+        self.breaker = breaker if breaker is not None else Breaker(pause_s, clock)
         self._script = redis.register_script(TOKEN_BUCKET)
         self._last_warning = 0.0
 
@@ -179,6 +182,23 @@ class RateLimits:
                 self.failed.add(token)
             return await _take(self.anonymous, client, "client")
         return await _take(self.account, f"{caller.issuer}|{caller.sub}", "account")
+
+
+def rate_limits(redis: Redis, settings: GatewaySettings, verifier: TokenVerifier | None) -> RateLimits:
+    """The gateway's buckets, sharing one breaker: they are on one Redis, and a request asks up to two of them."""
+    redis_failed = Breaker(PAUSE_AFTER_FAILURE_S)
+    return RateLimits(
+        RateLimiter(redis, settings.rate_limit_per_s, settings.rate_limit_burst, "ratelimit:ip", breaker=redis_failed),
+        RateLimiter(
+            redis,
+            settings.rate_limit_account_per_s,
+            settings.rate_limit_account_burst,
+            "ratelimit:acct",
+            breaker=redis_failed,
+        ),
+        verifier,
+        RateLimiter(redis, *settings.signed_in_rate(), "ratelimit:ip-signed-in", breaker=redis_failed),
+    )
 
 
 async def _take(limiter: RateLimiter, key: str, per: str) -> Decision:

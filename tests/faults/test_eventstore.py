@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from eventflow import eventstore
-from eventflow.eventstore import EventStore, EventTooLarge, NewEvent, _encode
+from eventflow.eventstore import EventNotSendable, EventStore, EventTooLarge, NewEvent, _encode
 from eventflow.jetstream import StreamSpec, connect, ensure_stream, is_connected
 from tests.utils.servers import Servers, running_servers
 
@@ -66,6 +66,17 @@ async def test_an_event_whose_headers_take_it_over_max_payload_is_refused_before
     assert await store.last_sequence() == before
     assert is_connected(store.js)
     assert await store.append("agregado", [NewEvent("Medida", {"blob": ""})], None) == before + 1
+
+
+async def test_an_event_nats_py_cannot_encode_is_refused_at_once_and_nothing_is_stored(store: EventStore) -> None:
+    """A subject with a space never leaves the process (BadSubjectError): a 400 at once, not 20 s of retries and
+    "outcome unknown"."""
+    before = await store.last_sequence()
+    with pytest.raises(EventNotSendable) as refused:
+        await asyncio.wait_for(store.append("con espacio", [NewEvent("Medida", {})], None), GUARD_S)
+    assert refused.value.status == 400
+    assert await store.last_sequence() == before
+    assert is_connected(store.js)
 
 
 class AnswersDespiteCancel:

@@ -59,3 +59,21 @@ async def test_after_a_failed_fetch_none_is_tried_until_the_pause_ends_and_a_goo
         assert len(idp.seen) == 3 and keys.keyset().keys, "the pause ended; this fetch worked"
         await keys.refresh()
         assert len(idp.seen) == 4, "no pause after a fetch that brought keys"
+
+
+MALFORMED_JWKS = [b"[]", b'{"keys": null}', b'{"keys": [{"kty": "zzz"}]}', b"not json", b'"keys"']
+
+
+async def test_a_malformed_key_set_is_a_failed_fetch_not_an_error() -> None:
+    """Whatever the key server answers, a refresh ends, and the keys fetched before stay."""
+    jwks = http_answer(orjson.dumps({"keys": [IDP.as_dict(private=False)]}))
+    answers = [jwks] + [http_answer(body) for body in MALFORMED_JWKS]
+    async with raw_upstream(lambda n: answers[n]) as idp, aiohttp.ClientSession() as s:
+        keys = HttpJwks(s, f"{idp.url}/jwks", min_refresh_s=0)
+        await keys.refresh()
+        good = keys.keyset()
+        assert good.keys
+        for _ in MALFORMED_JWKS:
+            await keys.refresh()
+            assert keys.keyset() is good
+        assert len(idp.seen) == len(answers)

@@ -21,7 +21,7 @@ from eventflow.runtime import redis_client
 from eventflow.servers import free_port
 from services.gateway.bootstrap import create_app
 from services.gateway.config import GatewaySettings
-from services.gateway.ratelimit import FailedTokens, RateLimiter, RateLimits
+from services.gateway.ratelimit import FailedTokens, RateLimiter, RateLimits, rate_limits
 from tests.gateway.upstreams import HANG, echo_upstreams, http_answer, raw_upstream
 from tests.utils.app import api_client
 
@@ -98,6 +98,21 @@ def limits(
         RateLimiter(redis, 0.001 if signed_in else 0, max(signed_in, 1), prefix=f"{prefix}:ip-signed-in"),
         failed,
     )
+
+
+async def test_the_gateways_buckets_share_one_pause_so_a_signed_in_call_asks_a_failed_redis_once() -> None:
+    """A signed-in call is counted by address, then by account: with Redis hung each would cost the socket
+    timeout."""
+    redis = CountingRedis(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    verifier = TokenVerifier([TrustedIssuer(ISS, AUD, StaticKeys({"keys": [IDP.as_dict(private=False)]}))])
+    buckets = rate_limits(redis, GatewaySettings(rate_limit_per_s=5, rate_limit_account_per_s=5), verifier)
+    try:
+        decision = await buckets.take(token(IDP), "10.0.0.1")
+        assert decision.allowed and decision.per == "account"
+        assert redis.commands == 1, "the account's bucket asked Redis again after the address's failed"
+        assert (await buckets.take(None, "10.0.0.2")).allowed and redis.commands == 1
+    finally:
+        await redis.aclose()
 
 
 async def test_signed_in_calls_from_one_address_are_bounded_across_accounts(redis_conn: Redis) -> None:
