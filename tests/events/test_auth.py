@@ -26,8 +26,8 @@ def assert_401(response: httpx.Response) -> None:
 
 async def test_creating_an_event_needs_an_organizer_or_an_admin(app: FastAPI, users: httpx.AsyncClient, js) -> None:
     buyer, door = await registrar(users), await con_rol(users, CONTROL)
-    before = await EventStore(js, EVENTOS).last_sequence()
-    async with api_client(app) as client:
+    async with api_client(app) as client:  # the service's start creates its stream
+        before = await EventStore(js, EVENTOS).last_sequence()
         assert_401(await client.post("/api/eventos", json=evento_body()))
         assert_401(await client.post("/api/eventos", json=evento_body(), headers=bearer("not.a.token")))
         for cuenta in (buyer, door):
