@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -198,10 +199,25 @@ async def test_a_sign_up_refused_while_nats_is_down_answers_503_and_leaves_nothi
             assert created.status_code == 201, created.text
 
 
-async def test_a_reservation_refused_while_nats_is_down_never_runs_later(tmp_path: Path) -> None:
-    """NATS goes down after the chain passed, before the saga is created. The buyer told 503 is never charged
-    later: no saga waits in a reconnect buffer to be created and run once NATS is back. The same request then
-    runs once, as a new reservation (201, not the 200 of a reservation found)."""
+@dataclass
+class Compra:
+    """One buyer, one small event and a reservation's headers, on servers of the test's own, with the reservations
+    service started (`reservations`, `app`)."""
+
+    servers: Servers
+    catalog: Catalog
+    buyer: str
+    evento_id: str
+    headers: dict[str, str]
+    app: FastAPI
+    reservations: httpx.AsyncClient
+
+    def reservar(self) -> Awaitable[httpx.Response]:
+        return self.reservations.post("/api/reservar", json=reserva(self.buyer, self.evento_id), headers=self.headers)
+
+
+@asynccontextmanager
+async def una_compra(tmp_path: Path) -> AsyncIterator[Compra]:
     with running_servers(tmp_path) as servers:
         async with platform(servers.settings()) as settings:
             catalog = Catalog(settings)
@@ -211,33 +227,36 @@ async def test_a_reservation_refused_while_nats_is_down_never_runs_later(tmp_pat
                 headers = {**catalog.headers(buyer), "Idempotency-Key": uuid.uuid4().hex}
                 app = reservations_app(settings)
                 async with api_client(app) as reservations:
-                    chain = app.state.deps.cadena
-                    passes = chain.manejar
-
-                    async def pass_then_lose_nats(solicitud: Any) -> Any:
-                        passed = await passes(solicitud)
-                        servers.nats.stop()
-                        while is_connected(app.state.deps.store.js):  # noqa: ASYNC110 (the client's own view)
-                            await asyncio.sleep(0.01)
-                        return passed
-
-                    chain.manejar = pass_then_lose_nats
-                    try:
-                        refused = await asyncio.wait_for(
-                            reservations.post("/api/reservar", json=reserva(buyer, evento_id), headers=headers),
-                            REFUSED_WITHIN_S,
-                        )
-                    finally:
-                        chain.manejar = passes
-                        servers.nats.start_again()
-                    assert_retry_later(refused)
-                    assert refused.json()["type"] == "/problems/unavailable", refused.text  # not even sent
-                    again = await until_answered(
-                        lambda: reservations.post("/api/reservar", json=reserva(buyer, evento_id), headers=headers)
-                    )
-                    assert again.status_code == 201, again.text  # created now: nothing had been stored before
+                    yield Compra(servers, catalog, buyer, evento_id, headers, app, reservations)
             finally:
                 await catalog.aclose()
+
+
+async def test_a_reservation_refused_while_nats_is_down_never_runs_later(tmp_path: Path) -> None:
+    """NATS goes down after the chain passed, before the saga is created. The buyer told 503 is never charged
+    later: no saga waits in a reconnect buffer to be created and run once NATS is back. The same request then
+    runs once, as a new reservation (201, not the 200 of a reservation found)."""
+    async with una_compra(tmp_path) as compra:
+        chain = compra.app.state.deps.cadena
+        passes = chain.manejar
+
+        async def pass_then_lose_nats(solicitud: Any) -> Any:
+            passed = await passes(solicitud)
+            compra.servers.nats.stop()
+            while is_connected(compra.app.state.deps.store.js):  # noqa: ASYNC110 (the client's own view)
+                await asyncio.sleep(0.01)
+            return passed
+
+        chain.manejar = pass_then_lose_nats
+        try:
+            refused = await asyncio.wait_for(compra.reservar(), REFUSED_WITHIN_S)
+        finally:
+            chain.manejar = passes
+            compra.servers.nats.start_again()
+        assert_retry_later(refused)
+        assert refused.json()["type"] == "/problems/unavailable", refused.text  # not even sent
+        again = await until_answered(compra.reservar)
+        assert again.status_code == 201, again.text  # created now: nothing had been stored before
 
 
 async def test_a_reservation_stored_before_nats_went_down_is_reported_unknown_with_its_location(
@@ -246,38 +265,26 @@ async def test_a_reservation_stored_before_nats_went_down_is_reported_unknown_wi
     """The saga is created, then NATS goes away while the request waits for its outcome (here a replica that is not
     driving the saga polls it, as a repeated Idempotency-Key or a supervisor's take-over do). The answer is
     outcome-unknown with the reservation's Location, not the "nothing stored" 503: the reservation is there."""
-    with running_servers(tmp_path) as servers:
-        async with platform(servers.settings()) as settings:
-            catalog = Catalog(settings)
-            try:
-                buyer = await catalog.usuario()
-                evento_id = await catalog.evento(aforo=5)
-                headers = {**catalog.headers(buyer), "Idempotency-Key": uuid.uuid4().hex}
-                app = reservations_app(settings)
-                async with api_client(app) as reservations:
-                    orquestador = app.state.deps.orquestador
+    async with una_compra(tmp_path) as compra:
+        orquestador = compra.app.state.deps.orquestador
 
-                    def driven_elsewhere_then_lose_nats(saga: Any, resumed: bool = False) -> None:
-                        servers.nats.stop()  # the saga is stored; the wait for its outcome polls a NATS now gone
+        def driven_elsewhere_then_lose_nats(saga: Any, resumed: bool = False) -> None:
+            compra.servers.nats.stop()  # the saga is stored; the wait for its outcome polls a NATS now gone
 
-                    orquestador.start = driven_elsewhere_then_lose_nats
-                    try:
-                        unknown = await asyncio.wait_for(
-                            reservations.post("/api/reservar", json=reserva(buyer, evento_id), headers=headers),
-                            GUARD_S,
-                        )
-                    finally:
-                        del orquestador.start
-                        servers.nats.start_again()
-                    assert_retry_later(unknown)
-                    assert unknown.json()["type"] == "/problems/outcome-unknown", unknown.text
-                    location = unknown.headers["location"]
-                    assert location == unknown.json()["location"]
-                    stored = await until_answered(lambda: reservations.get(location, headers=catalog.headers(buyer)))
-                    assert stored.status_code == 200, stored.text  # it was stored: "unknown" was the truth
-                    assert stored.json()["usuario_id"] == buyer
-            finally:
-                await catalog.aclose()
+        orquestador.start = driven_elsewhere_then_lose_nats
+        try:
+            unknown = await asyncio.wait_for(compra.reservar(), GUARD_S)
+        finally:
+            del orquestador.start
+            compra.servers.nats.start_again()
+        assert_retry_later(unknown)
+        assert unknown.json()["type"] == "/problems/outcome-unknown", unknown.text
+        location = unknown.headers["location"]
+        assert location == unknown.json()["location"]
+        owner = compra.catalog.headers(compra.buyer)
+        stored = await until_answered(lambda: compra.reservations.get(location, headers=owner))
+        assert stored.status_code == 200, stored.text  # it was stored: "unknown" was the truth
+        assert stored.json()["usuario_id"] == compra.buyer
 
 
 @pytest.mark.parametrize("fault", ["killed", "hung"])

@@ -4,6 +4,7 @@ import base64
 import json
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -16,7 +17,7 @@ from services.gateway.config import GatewaySettings
 from tests.gateway.upstreams import ETAG, RESET, echo_upstreams, http_answer, raw_upstream
 from tests.reservations.helpers import serve
 from tests.utils.app import api_client
-from tests.utils.auth import registrar
+from tests.utils.auth import Cuenta, registrar
 
 SERVICES = ("users", "events", "reservations")
 
@@ -340,74 +341,63 @@ async def test_a_client_signs_in_and_is_recognized_through_the_gateway(settings:
             assert refreshed.status_code == 200 and refreshed.headers["cache-control"] == "no-store"
 
 
-async def test_signed_in_callers_are_limited_per_account_and_anonymous_ones_per_address(settings: Settings) -> None:
-    """Issue 12: many buyers behind one address (a NAT) each get their own bucket; an anonymous caller, or one
-    whose token does not verify (a forged `sub` too), is counted against the address."""
+@asynccontextmanager
+async def behind_one_nat(settings: Settings, **limits: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Cuenta, Cuenta]]:
+    """Two buyers of the real users service, and a gateway with these limits whose every call comes from one
+    address (a NAT of its own per test)."""
     from services.users.bootstrap import create_app as users_app
 
     async with serve(users_app(settings)) as users_url:
         async with httpx.AsyncClient(base_url=users_url) as users:
             ana, beto = await registrar(users), await registrar(users)
         conf = gateway_settings(
-            settings,
-            {"users": users_url},
-            gateway_upstreams="users",
-            rate_limit_per_s=0.01,
-            rate_limit_burst=2,
-            rate_limit_account_per_s=0.01,
-            rate_limit_account_burst=3,
-            trust_forwarded_for=True,
+            settings, {"users": users_url}, gateway_upstreams="users", trust_forwarded_for=True, **limits
         )
         async with api_client(create_app(conf)) as client:
-            client.headers["x-forwarded-for"] = f"10.2.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"  # one NAT
+            client.headers["x-forwarded-for"] = f"10.2.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
+            yield client, ana, beto
 
-            async def me(headers: dict[str, str] | None = None) -> httpx.Response:
-                return await client.get("/api/usuarios/me", headers=headers)
 
-            for _ in range(3):
-                assert (await me(ana.headers)).status_code == 200
-            limited = await me(ana.headers)
-            assert assert_problem(limited, 429)["detail"].endswith("per account exceeded.")
-            assert (await me(beto.headers)).status_code == 200, "another account behind the same address"
+async def test_signed_in_callers_are_limited_per_account_and_anonymous_ones_per_address(settings: Settings) -> None:
+    """Issue 12: many buyers behind one address (a NAT) each get their own bucket; an anonymous caller, or one
+    whose token does not verify (a forged `sub` too), is counted against the address."""
+    limits = {"rate_limit_per_s": 0.01, "rate_limit_burst": 2, "rate_limit_account_per_s": 0.01}
+    async with behind_one_nat(settings, **limits, rate_limit_account_burst=3) as (client, ana, beto):
 
-            for _ in range(2):
-                assert (await me()).status_code == 401  # anonymous: through the limit, refused by the service
-            assert assert_problem(await me(), 429)["detail"].endswith("per client exceeded.")
+        async def me(headers: dict[str, str] | None = None) -> httpx.Response:
+            return await client.get("/api/usuarios/me", headers=headers)
 
-            header, body, signature = beto.token.split(".")
-            claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-            for sub in (beto.id, str(uuid.uuid4())):
-                forged_body = base64.urlsafe_b64encode(json.dumps({**claims, "sub": sub}).encode()).rstrip(b"=")
-                forged = f"{header}.{forged_body.decode()}.{signature}"
-                assert (await me({"Authorization": f"Bearer {forged}"})).status_code == 429, "counted by address"
-            assert [(await me(beto.headers)).status_code for _ in range(3)] == [200, 200, 429], (
-                "the forged tokens took nothing from the account (its 2nd and 3rd of 3, then refused)"
-            )
+        for _ in range(3):
+            assert (await me(ana.headers)).status_code == 200
+        limited = await me(ana.headers)
+        assert assert_problem(limited, 429)["detail"].endswith("per account exceeded.")
+        assert (await me(beto.headers)).status_code == 200, "another account behind the same address"
+
+        for _ in range(2):
+            assert (await me()).status_code == 401  # anonymous: through the limit, refused by the service
+        assert assert_problem(await me(), 429)["detail"].endswith("per client exceeded.")
+
+        header, body, signature = beto.token.split(".")
+        claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        for sub in (beto.id, str(uuid.uuid4())):
+            forged_body = base64.urlsafe_b64encode(json.dumps({**claims, "sub": sub}).encode()).rstrip(b"=")
+            forged = f"{header}.{forged_body.decode()}.{signature}"
+            assert (await me({"Authorization": f"Bearer {forged}"})).status_code == 429, "counted by address"
+        assert [(await me(beto.headers)).status_code for _ in range(3)] == [200, 200, 429], (
+            "the forged tokens took nothing from the account (its 2nd and 3rd of 3, then refused)"
+        )
 
 
 async def test_signed_in_calls_are_bounded_per_address_too(settings: Settings) -> None:
     """One address cannot spend without bound by cycling accounts: its signed-in calls share a per-address bucket."""
-    from services.users.bootstrap import create_app as users_app
-
-    async with serve(users_app(settings)) as users_url:
-        async with httpx.AsyncClient(base_url=users_url) as users:
-            ana, beto = await registrar(users), await registrar(users)
-        conf = gateway_settings(
-            settings,
-            {"users": users_url},
-            gateway_upstreams="users",
-            rate_limit_signed_in_per_s=0.01,
-            rate_limit_signed_in_burst=3,
-            trust_forwarded_for=True,
-        )
-        async with api_client(create_app(conf)) as client:
-            client.headers["x-forwarded-for"] = f"10.3.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
-            statuses = [(await client.get("/api/usuarios/me", headers=c.headers)).status_code for c in (ana, ana, beto)]
-            assert statuses == [200, 200, 200]
-            limited = await client.get("/api/usuarios/me", headers=beto.headers)
-            assert assert_problem(limited, 429)["detail"] == "Rate limit of 0.01 requests/s per client exceeded."
-            elsewhere = {"x-forwarded-for": f"10.4.{uuid.uuid4().int % 250}.1", **beto.headers}
-            assert (await client.get("/api/usuarios/me", headers=elsewhere)).status_code == 200
+    limits = {"rate_limit_signed_in_per_s": 0.01, "rate_limit_signed_in_burst": 3}
+    async with behind_one_nat(settings, **limits) as (client, ana, beto):
+        statuses = [(await client.get("/api/usuarios/me", headers=c.headers)).status_code for c in (ana, ana, beto)]
+        assert statuses == [200, 200, 200]
+        limited = await client.get("/api/usuarios/me", headers=beto.headers)
+        assert assert_problem(limited, 429)["detail"] == "Rate limit of 0.01 requests/s per client exceeded."
+        elsewhere = {"x-forwarded-for": f"10.4.{uuid.uuid4().int % 250}.1", **beto.headers}
+        assert (await client.get("/api/usuarios/me", headers=elsewhere)).status_code == 200
 
 
 async def test_anonymous_reads_of_an_events_public_document_are_served_from_a_short_lived_copy(

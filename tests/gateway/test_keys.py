@@ -13,25 +13,15 @@ from joserfc.jwk import ECKey
 from eventflow.auth import HttpJwks
 from eventflow.config import Settings
 from services.gateway.bootstrap import create_app
-from services.gateway.config import GatewaySettings
 from services.gateway.keys import SharedRefresh
-from tests.gateway.test_ratelimit import AUD, IDP, ISS, claims
+from tests.gateway.test_ratelimit import IDP, claims, gateway_trusting_idp
 from tests.gateway.upstreams import HANG, echo_upstreams, http_answer, raw_upstream
 from tests.utils.app import api_client
 
 
 async def test_tokens_with_new_key_ids_share_one_fetch_while_the_key_server_hangs(settings: Settings) -> None:
     async with raw_upstream(lambda _: HANG) as idp, echo_upstreams("events") as up:
-        conf = GatewaySettings(
-            redis_url=settings.redis_url,
-            events_url=up["events"],
-            gateway_upstreams="events",
-            oidc_issuer=ISS,
-            oidc_audience=AUD,
-            oidc_jwks_url=f"{idp.url}/jwks",
-            gateway_jwks_timeout=0.3,
-            rate_limit_per_s=0,
-        )
+        conf = gateway_trusting_idp(settings, up["events"], idp.url)
         async with api_client(create_app(conf)) as client:
             made_up = []
             for n in range(6):

@@ -70,6 +70,22 @@ class CountingVerifier(TokenVerifier):
         return await super().verify(token)
 
 
+def gateway_trusting_idp(settings: Settings, events_url: str, idp_url: str, **overrides: Any) -> GatewaySettings:
+    """A gateway in front of one events upstream that verifies tokens of the test identity provider at `idp_url`,
+    with a short JWKS timeout (the key servers here may hang) and no address limit unless overridden."""
+    values: dict[str, Any] = {
+        "redis_url": settings.redis_url,
+        "events_url": events_url,
+        "gateway_upstreams": "events",
+        "oidc_issuer": ISS,
+        "oidc_audience": AUD,
+        "oidc_jwks_url": f"{idp_url}/jwks",
+        "gateway_jwks_timeout": 0.3,
+        "rate_limit_per_s": 0,
+    }
+    return GatewaySettings(**{**values, **overrides})
+
+
 def claims(sub: str | None = None) -> dict[str, Any]:
     return {"iss": ISS, "aud": AUD, "sub": sub or uuid.uuid4().hex, "exp": int(time.time()) + 300}
 
@@ -200,15 +216,10 @@ async def test_a_hung_key_server_costs_a_new_key_id_the_jwks_timeout_and_the_las
     for the gateway's 30 s upstream timeout, nor make it forget the keys it had."""
     jwks = orjson.dumps({"keys": [IDP.as_dict(private=False)]})
     async with raw_upstream(lambda n: http_answer(jwks) if n == 0 else HANG) as idp, echo_upstreams("events") as up:
-        conf = GatewaySettings(
-            redis_url=settings.redis_url,
-            events_url=up["events"],
-            gateway_upstreams="events",
-            oidc_issuer=ISS,
-            oidc_audience=AUD,
-            oidc_jwks_url=f"{idp.url}/jwks",
-            gateway_jwks_timeout=0.3,
-            rate_limit_per_s=0,
+        conf = gateway_trusting_idp(
+            settings,
+            up["events"],
+            idp.url,
             rate_limit_signed_in_per_s=0,
             rate_limit_account_per_s=0.001,
             rate_limit_account_burst=1,
