@@ -104,7 +104,7 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait()
 
-    def pause(self, timeout: float = 5.0) -> None:
+    def pause(self, timeout: float = 30.0) -> None:
         """SIGSTOP: a hung server (connections stay open, nothing answers). Returns once every thread is
         stopped: the signal takes effect asynchronously, and a request sent in between was seen answered.
         Raises TimeoutError if they are not all stopped within `timeout`: a fault test must not go on believing
@@ -113,8 +113,11 @@ class ServerProcess:
             self.proc.send_signal(signal.SIGSTOP)
             deadline = time.monotonic() + timeout
             while not _all_threads_stopped(self.proc.pid):
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"{self.name} on {self.port}: not every thread stopped within {timeout}s")
+                if time.monotonic() >= deadline:  # a thread in a long fsync stays in D until the disk answers
+                    states = "".join(_thread_states(self.proc.pid))
+                    raise TimeoutError(
+                        f"{self.name} on {self.port}: not every thread stopped within {timeout}s (states {states})"
+                    )
                 time.sleep(0.005)
 
     def resume(self) -> None:
@@ -131,14 +134,20 @@ class ServerProcess:
 
 def _all_threads_stopped(pid: int) -> bool:
     """Every thread of `pid` in state T (stopped), read from /proc; True where /proc is not there to ask."""
-    tasks = Path(f"/proc/{pid}/task")
-    if not tasks.is_dir():
+    if not Path(f"/proc/{pid}/task").is_dir():
         return True
+    states = _thread_states(pid)
+    return bool(states) and all(state in ("T", "t") for state in states)
+
+
+def _thread_states(pid: int) -> list[str]:
+    """The state letter of each thread of `pid` (R, S, D, T, Z...), from /proc; empty if it cannot be read."""
     try:
-        states = [(task / "stat").read_text().rsplit(")", 1)[1].split()[0] for task in tasks.iterdir()]
+        return [
+            (task / "stat").read_text().rsplit(")", 1)[1].split()[0] for task in Path(f"/proc/{pid}/task").iterdir()
+        ]
     except (OSError, IndexError):
-        return False
-    return all(state in ("T", "t") for state in states)
+        return []
 
 
 def _spawn(argv: list[str], log_path: Path | None, env: Mapping[str, str] | None) -> subprocess.Popen[bytes]:

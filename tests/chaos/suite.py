@@ -86,11 +86,15 @@ class System:
             EVENTFLOW_READY_TIMEOUT="120",
         )
         env["EVENTFLOW_NATS_PORT"] = str(cluster_base_port())
-        started = cli(env, "--detach")
-        if started.returncode != 0:
-            raise RuntimeError(f"the system did not start: {started.stdout}{started.stderr}")
-        nats = ",".join(p["url"] for p in state(env)["processes"] if p["name"].startswith("nats"))
-        redis = next(p["url"] for p in state(env)["processes"] if p["name"] == "redis")
+        try:
+            started = cli(env, "--detach")
+            if started.returncode != 0:
+                raise RuntimeError(f"the system did not start: {started.stdout}{started.stderr}")
+            nats = ",".join(p["url"] for p in state(env)["processes"] if p["name"].startswith("nats"))
+            redis = next(p["url"] for p in state(env)["processes"] if p["name"] == "redis")
+        except BaseException:
+            cli(env, "--down")  # what a failed start left running would slow every later test
+            raise
         port = env["EVENTFLOW_GATEWAY_PORT"]
         return cls(env, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{env['EVENTFLOW_USERS_PORT']}", nats, redis)
 

@@ -41,8 +41,11 @@ def cluster_base_port() -> int:
 
 
 def cli(env: dict[str, str], *args: str, module: str = "eventflow.run") -> subprocess.CompletedProcess[str]:
+    """Longer than `--detach` may take (the ready timeout, its 60 s grace, 30 s to stop what did not get ready),
+    so that this never kills the client while the system it started in its own session runs on."""
+    timeout = float(env.get("EVENTFLOW_READY_TIMEOUT", "60")) + 120
     return subprocess.run(
-        [sys.executable, "-m", module, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=180
+        [sys.executable, "-m", module, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -93,10 +96,11 @@ def sign_in(api: Any, email: str, password: str) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def detached(env: dict[str, str]) -> Iterator[dict[str, str]]:
-    """`make up` for a test: the system started in the background, and always stopped after."""
-    started = cli(env, "--detach")
-    assert started.returncode == 0, started.stdout + started.stderr
+    """`make up` for a test: the system started in the background, and always stopped after (a start that failed
+    halfway too: what it left running would slow every later test)."""
     try:
+        started = cli(env, "--detach")
+        assert started.returncode == 0, started.stdout + started.stderr
         yield env
     finally:
         cli(env, "--down")

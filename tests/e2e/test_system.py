@@ -43,9 +43,9 @@ HAS_RESERVATIONS = (ROOT / "services" / "reservations" / "main.py").exists()
 def running(tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
     """The whole system, started as `make up` does: (its environment, what the start printed)."""
     env = system_env(tmp_path / "var")
-    started = cli(env, "--detach")
-    assert started.returncode == 0, started.stdout + started.stderr
     try:
+        started = cli(env, "--detach")
+        assert started.returncode == 0, started.stdout + started.stderr
         yield env, started.stdout
     finally:
         cli(env, "--down")

@@ -129,6 +129,7 @@ async def test_an_attempt_given_up_on_a_lost_connection_leaves_no_unretrieved_ta
                 loop.set_exception_handler(None)
             assert not [c for c in reported if "never retrieved" in str(c.get("message"))], reported
         finally:
+            servers.nats.kill()  # already dead, unless the pause itself failed
             servers.nats.start_again()
             await nc.close()
 

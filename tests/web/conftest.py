@@ -12,7 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
-from tests.e2e.system import bearer, cli, sign_in, system_env, url
+from tests.e2e.system import bearer, detached, sign_in, system_env, url
 
 CHROMIUM = Path("/usr/bin/chromium")
 ADMIN = ("jefa@example.com", "tres lunas sobre el rio quieto")
@@ -74,12 +74,8 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
         EVENTFLOW_ADMIN_EMAIL=ADMIN[0],
         EVENTFLOW_ADMIN_PASSWORD=ADMIN[1],
     )
-    started = cli(env, "--detach")
-    assert started.returncode == 0, started.stdout + started.stderr
-    try:
+    with detached(env):
         yield Web(url(env, "gateway"))
-    finally:
-        cli(env, "--down")
 
 
 @pytest.fixture(scope="session")
