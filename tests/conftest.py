@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 
@@ -25,6 +28,37 @@ def pytest_runtest_makereport() -> Generator[None, pytest.TestReport, pytest.Tes
     finally:
         if was_enabled:
             gc.enable()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A whole system a test started in the background (`eventflow.run --detach`, its own process session) and
+    left running is stopped here and named: it would otherwise load the machine for whatever runs next (on CI,
+    `make compose-test`)."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    roots = [Path(__file__).resolve().parents[1] / "var" / "chaos"]
+    if factory is not None and factory._basetemp is not None:
+        roots.append(factory._basetemp)
+    for var_dir in _background_systems():
+        if any(var_dir.is_relative_to(root) for root in roots):
+            env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTFLOW_")}
+            env["EVENTFLOW_VAR_DIR"] = str(var_dir)
+            subprocess.run([sys.executable, "-m", "eventflow.run", "--down"], env=env, capture_output=True, timeout=120)
+            print(f"\nstopped a test system left running: {var_dir}", file=sys.stderr)
+
+
+def _background_systems() -> list[Path]:
+    """The EVENTFLOW_VAR_DIR of every `eventflow.run --background` supervisor on this machine."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if b"eventflow.run\0--background" not in (proc / "cmdline").read_bytes():
+                continue
+            environ = dict(v.split(b"=", 1) for v in (proc / "environ").read_bytes().split(b"\0") if b"=" in v)
+        except OSError:
+            continue
+        if b"EVENTFLOW_VAR_DIR" in environ:
+            found.append(Path(os.fsdecode(environ[b"EVENTFLOW_VAR_DIR"])))
+    return found
 
 
 @pytest.fixture(scope="session")
