@@ -217,6 +217,10 @@ class StaticKeys:
         return None
 
 
+# Unreachable, slow, or answering what is not a key set (not JSON, the wrong shape, nested too deep, no keys).
+_KEY_SERVER_FAULTS = (aiohttp.ClientError, TimeoutError, ValueError, LookupError, TypeError, RecursionError, JoseError)
+
+
 class HttpJwks:
     """An external issuer's JWKS over HTTP, refreshed at most every `min_refresh_s`. Without `url` it is
     discovered from the issuer's `/.well-known/openid-configuration` (`jwks_uri`) at the first refresh."""
@@ -244,9 +248,9 @@ class HttpJwks:
                         self.url = str((await resp.json())["jwks_uri"])
                 async with self.session.get(self.url) as resp:
                     resp.raise_for_status()
-                    self._keyset = KeySet.import_key_set(await resp.json())
+                    self._keyset = KeySet.import_key_set(await resp.json())  # an empty set raises too
                 self._fetched_at = time.monotonic()
-            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError, JoseError) as err:
+            except _KEY_SERVER_FAULTS as err:
                 log.warning("could not fetch a JWKS", extra={"url": self.url, "error": type(err).__name__})
 
 

@@ -35,6 +35,7 @@ import itertools
 import logging
 from typing import Any, Protocol
 
+import nats.errors
 import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -51,7 +52,7 @@ from eventflow.logs import TRACEPARENT, parse_traceparent, trace_var
 
 log = logging.getLogger(__name__)
 
-# Attempts before an event that fails for a reason other than Redis is parked (see _park).
+# Attempts before an event that fails for a reason of its own (not Redis's, NATS's or the network's) is parked.
 POISON_ATTEMPTS = 3
 WATCHDOG_S = 2.0
 RECONNECT_POLL_S = 0.1  # a look at the client's reconnect counter: no I/O
@@ -89,6 +90,12 @@ class Projection(Protocol):
 class _Gap(Exception):
     """The read model is behind the subscription (it was wiped or rebuilt), or its family switched generation:
     resubscribe from the checkpoint of the generation to project now."""
+
+
+# The infrastructure failing, not the event: retried (resubscribe, wait for Redis or NATS) however long it takes,
+# never counted toward parking. A NATS or network timeout under load once parked a new event after 3 quick
+# attempts, and the catalog never showed it.
+_NOT_THE_EVENTS_FAULT: tuple[type[Exception], ...] = (_Gap, RedisError, nats.errors.Error, OSError)
 
 
 class ProjectionRunner:
@@ -295,7 +302,7 @@ class ProjectionRunner:
         try:
             async with self._applying:
                 await self._apply_traced(seq, msg.subject or "", msg.data or b"", msg.headers)
-        except (_Gap, RedisError):  # the subscription's loop resubscribes or waits for Redis; we look again
+        except _NOT_THE_EVENTS_FAULT:  # the subscription's loop resubscribes or waits; we look again
             return False
         self.read_directly += 1
         return True
@@ -313,15 +320,15 @@ class ProjectionRunner:
             trace_var.reset(token)
 
     async def _apply_once(self, seq: int, subject: str, payload: bytes) -> None:
-        """Apply one event exactly once, in order; park it if it keeps failing for a reason not Redis's."""
+        """Apply one event exactly once, in order; park it if it keeps failing for a reason of its own."""
         failures = 0
         while True:
             try:
                 event = StoredEvent.decode(self.stream.name, seq, subject, payload)
                 if await self._commit(seq, event):
                     return
-            except (_Gap, RedisError):
-                raise  # resubscribe / wait for Redis: the event is retried, never skipped
+            except _NOT_THE_EVENTS_FAULT:
+                raise  # resubscribe / wait for Redis or NATS: the event is retried, never skipped
             except Exception as err:
                 failures += 1
                 if failures >= POISON_ATTEMPTS:
@@ -367,11 +374,13 @@ class ProjectionRunner:
         It is logged at error level and recorded in the read model's parked list with the reason; the
         event itself stays in the log, so fixing the projection and rebuilding applies it.
         """
+        reason = f"{type(err).__name__}: {err}"
         log.error(
-            "parking an event the projection cannot apply",
-            extra={"projection": self.checkpoint_key, "seq": seq, "error": f"{type(err).__name__}: {err}"},
+            "parking an event the projection cannot apply (%s)",
+            reason,
+            extra={"projection": self.checkpoint_key, "seq": seq, "error": reason},
         )
-        record = orjson.dumps({"seq": seq, "subject": subject, "error": f"{type(err).__name__}: {err}"})
+        record = orjson.dumps({"seq": seq, "subject": subject, "error": reason})
         while not await self._commit(seq, None, record):
             pass
         self.parked += 1

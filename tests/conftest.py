@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from eventflow.config import Settings
+from tests.e2e.system import TEST_OWNER
 from tests.utils.servers import Servers, running_servers
 
 
@@ -30,24 +31,26 @@ def pytest_runtest_makereport() -> Generator[None, pytest.TestReport, pytest.Tes
             gc.enable()
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """A whole system a test started in the background (`eventflow.run --detach`, its own process session) and
+    """A whole system this run started in the background (`eventflow.run --detach`, its own process session) and
     left running is stopped here and named: it would otherwise load the machine for whatever runs next (on CI,
-    `make compose-test`)."""
-    factory = getattr(session.config, "_tmp_path_factory", None)
-    roots = [Path(__file__).resolve().parents[1] / "var" / "chaos"]
-    if factory is not None and factory._basetemp is not None:
-        roots.append(factory._basetemp)
-    for var_dir in _background_systems():
-        if any(var_dir.is_relative_to(root) for root in roots):
-            env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTFLOW_")}
-            env["EVENTFLOW_VAR_DIR"] = str(var_dir)
-            subprocess.run([sys.executable, "-m", "eventflow.run", "--down"], env=env, capture_output=True, timeout=120)
-            print(f"\nstopped a test system left running: {var_dir}", file=sys.stderr)
+    `make compose-test`). Only this run's: another run's system (a `make chaos` going on) is not touched."""
+    for var_dir in _background_systems(owner=str(os.getpid())):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTFLOW_")}
+        env["EVENTFLOW_VAR_DIR"] = str(var_dir)
+        try:
+            down = subprocess.run(
+                [sys.executable, "-m", "eventflow.run", "--down"], env=env, capture_output=True, timeout=300
+            )
+            outcome = "stopped" if down.returncode == 0 else f"could not stop (exit {down.returncode})"
+        except (subprocess.TimeoutExpired, OSError) as err:
+            outcome = f"could not stop ({type(err).__name__})"
+        print(f"\n{outcome} a test system left running: {var_dir}", file=sys.stderr)
 
 
-def _background_systems() -> list[Path]:
-    """The EVENTFLOW_VAR_DIR of every `eventflow.run --background` supervisor on this machine."""
+def _background_systems(owner: str) -> list[Path]:
+    """The EVENTFLOW_VAR_DIR of every `eventflow.run --background` supervisor that test run `owner` started."""
     found = []
     for proc in Path("/proc").iterdir():
         try:
@@ -56,7 +59,7 @@ def _background_systems() -> list[Path]:
             environ = dict(v.split(b"=", 1) for v in (proc / "environ").read_bytes().split(b"\0") if b"=" in v)
         except OSError:
             continue
-        if b"EVENTFLOW_VAR_DIR" in environ:
+        if environ.get(TEST_OWNER.encode()) == owner.encode() and b"EVENTFLOW_VAR_DIR" in environ:
             found.append(Path(os.fsdecode(environ[b"EVENTFLOW_VAR_DIR"])))
     return found
 

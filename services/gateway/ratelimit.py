@@ -72,7 +72,8 @@ class RateLimiter:
 
     After a failure it lets requests through without asking Redis for `pause_s`, then asks again: a hung Redis
     costs the client's socket timeout once per pause, not on every request (reservations included). Limiters on
-    the same Redis share one `breaker`, so a signed-in request (address, then account) pays it once, not twice.
+    the same Redis share one `breaker` (then `pause_s` is the breaker's), so a signed-in request (address, then
+    account) pays it once, not twice; a failure of one bucket's command lets every bucket through for the pause.
     """
 
     def __init__(

@@ -3,11 +3,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import nats.errors
 import orjson
 import redis.asyncio as aioredis
 
 from eventflow.eventstore import EventStore, NewEvent
-from eventflow.projections import ProjectionRunner
+from eventflow.projections import POISON_ATTEMPTS, ProjectionRunner
 from tests.core.counting import Counter, append_many
 
 
@@ -118,6 +119,44 @@ async def test_a_redis_outage_is_retried_not_parked(js, redis, stream):
     finally:
         await runner.stop()
         await unreachable.aclose()
+
+
+class FailsOnInfrastructureFirst(Counter):
+    """Its first applies fail as a NATS or network timeout would (a read the projection makes, on a loaded box)."""
+
+    def __init__(self, name: str, failures: list[Exception]) -> None:
+        super().__init__(name)
+        self.failures = failures
+
+    def at(self, generation):
+        return self
+
+    async def apply(self, event, redis, tx):
+        if self.failures:
+            raise self.failures.pop(0)
+        await super().apply(event, redis, tx)
+
+
+async def test_a_failing_nats_or_network_is_retried_not_parked(js, redis, stream):
+    """More failures than POISON_ATTEMPTS, none the event's fault: it waits and applies, never parked (a parked
+    event is skipped for good, and the read model would miss it until a rebuild)."""
+    failures: list[Exception] = [
+        nats.errors.TimeoutError(),
+        OSError("reset"),
+        TimeoutError(),
+        nats.errors.NoServersError(),
+    ]
+    assert len(failures) > POISON_ATTEMPTS
+    projection = FailsOnInfrastructureFirst(f"c{uuid.uuid4().hex[:6]}", failures)
+    runner = ProjectionRunner(js, redis, stream, projection)
+    runner.start()
+    try:
+        head = await EventStore(js, stream).append("a0", [NewEvent("Tick", {})], None)
+        assert await runner.wait_for(head, timeout=60)
+        assert not failures and runner.parked == 0
+        assert await redis.hgetall(f"{projection.prefix}:counts") == {"a0": "1"}
+    finally:
+        await runner.stop()
 
 
 async def test_a_stopped_runner_leaves_no_task_behind(js, redis, stream):

@@ -18,11 +18,14 @@ import orjson
 from eventflow.servers import free_port, port_open
 from eventflow.system import ROOT, SERVICES, secrets_file
 
+TEST_OWNER = "EVENTFLOW_TEST_OWNER"
+
 
 def system_env(var_dir: Path, **extra: str) -> dict[str, str]:
     """Our own ports and folder; no EVENTFLOW_* from the caller's shell (it could point at other servers)."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("EVENTFLOW_")}
     env["EVENTFLOW_VAR_DIR"] = str(var_dir)
+    env[TEST_OWNER] = str(os.getpid())  # which test run started it: tests/conftest.py stops what its own run left
     env["EVENTFLOW_NATS_PORT"] = str(free_port())
     env["EVENTFLOW_REDIS_PORT"] = str(free_port())
     for name in SERVICES:

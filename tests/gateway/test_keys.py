@@ -51,7 +51,15 @@ async def test_after_a_failed_fetch_none_is_tried_until_the_pause_ends_and_a_goo
         assert len(idp.seen) == 4, "no pause after a fetch that brought keys"
 
 
-MALFORMED_JWKS = [b"[]", b'{"keys": null}', b'{"keys": [{"kty": "zzz"}]}', b"not json", b'"keys"']
+MALFORMED_JWKS = [
+    b"[]",
+    b'{"keys": null}',
+    b'{"keys": []}',
+    b'{"keys": [{"kty": "zzz"}]}',
+    b"not json",
+    b'"keys"',
+    b"[" * 100_000 + b"]" * 100_000,
+]
 
 
 async def test_a_malformed_key_set_is_a_failed_fetch_not_an_error() -> None:
