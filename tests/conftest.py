@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from eventflow.config import Settings
-from tests.e2e.system import TEST_OWNER
+from tests.e2e.system import TEST_OWNER, cli, folder_env
 from tests.utils.servers import Servers, running_servers
 
 
@@ -37,12 +37,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     left running is stopped here and named: it would otherwise load the machine for whatever runs next (on CI,
     `make compose-test`). Only this run's: another run's system (a `make chaos` going on) is not touched."""
     for var_dir in _background_systems(owner=str(os.getpid())):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTFLOW_")}
-        env["EVENTFLOW_VAR_DIR"] = str(var_dir)
         try:
-            down = subprocess.run(
-                [sys.executable, "-m", "eventflow.run", "--down"], env=env, capture_output=True, timeout=300
-            )
+            down = cli(folder_env(var_dir), "--down")
             outcome = "stopped" if down.returncode == 0 else f"could not stop (exit {down.returncode})"
         except (subprocess.TimeoutExpired, OSError) as err:
             outcome = f"could not stop ({type(err).__name__})"

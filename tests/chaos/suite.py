@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -29,7 +30,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ from eventflow.projections import ProjectionRunner
 from eventflow.servers import port_open
 from services.reservations.inventory_store import JetStreamInventoryStore
 from services.reservations.payments_sim import SimulatedPaymentGateway
-from tests.e2e.system import admin_credentials, cli, cluster_base_port, state, system_env
+from tests.e2e.system import admin_credentials, cluster_base_port, detached, state, system_env, url
 from tests.utils.rebuilding import dump
 
 CARD = {"numero_tarjeta": "4242424242424242", "vencimiento": "12/34", "cvc": "123"}
@@ -75,7 +76,9 @@ class System:
     redis_url: str
 
     @classmethod
-    def start(cls, var_dir: Path) -> System:
+    @contextlib.contextmanager
+    def running(cls, var_dir: Path) -> Iterator[System]:
+        """The system for the whole suite, stopped after it (tests/e2e/system.py `detached`)."""
         env = system_env(
             var_dir,
             EVENTFLOW_NATS_CLUSTER="3",
@@ -86,20 +89,10 @@ class System:
             EVENTFLOW_READY_TIMEOUT="120",
         )
         env["EVENTFLOW_NATS_PORT"] = str(cluster_base_port())
-        try:
-            started = cli(env, "--detach")
-            if started.returncode != 0:
-                raise RuntimeError(f"the system did not start: {started.stdout}{started.stderr}")
+        with detached(env):
             nats = ",".join(p["url"] for p in state(env)["processes"] if p["name"].startswith("nats"))
             redis = next(p["url"] for p in state(env)["processes"] if p["name"] == "redis")
-        except BaseException:
-            cli(env, "--down")  # what a failed start left running would slow every later test
-            raise
-        port = env["EVENTFLOW_GATEWAY_PORT"]
-        return cls(env, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{env['EVENTFLOW_USERS_PORT']}", nats, redis)
-
-    def stop(self) -> None:
-        cli(self.env, "--down")
+            yield cls(env, url(env, "gateway"), url(env, "users"), nats, redis)
 
     def entry(self, name: str) -> dict[str, Any]:
         return next(p for p in state(self.env)["processes"] if p["name"] == name)
@@ -653,8 +646,7 @@ async def suite(
 ) -> list[Run]:
     var_dir = LOGS / "var"
     shutil.rmtree(var_dir, ignore_errors=True)  # the last run's logs stay there until the next run
-    system = System.start(var_dir)
-    try:
+    with System.running(var_dir) as system:
         connector = aiohttp.TCPConnector(limit=256)
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
             started = time.monotonic()
@@ -667,8 +659,6 @@ async def suite(
                 if on_run is not None:
                     await on_run(run)
             return runs
-    finally:
-        system.stop()
 
 
 def main() -> int:

@@ -21,10 +21,17 @@ from eventflow.system import ROOT, SERVICES, secrets_file
 TEST_OWNER = "EVENTFLOW_TEST_OWNER"
 
 
-def system_env(var_dir: Path, **extra: str) -> dict[str, str]:
-    """Our own ports and folder; no EVENTFLOW_* from the caller's shell (it could point at other servers)."""
+def folder_env(var_dir: Path) -> dict[str, str]:
+    """The environment of a system in `var_dir`, and no EVENTFLOW_* from the caller's shell (it could point at
+    other servers): what `--down` or `--status` of that system needs."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("EVENTFLOW_")}
     env["EVENTFLOW_VAR_DIR"] = str(var_dir)
+    return env
+
+
+def system_env(var_dir: Path, **extra: str) -> dict[str, str]:
+    """Our own ports and folder (folder_env)."""
+    env = folder_env(var_dir)
     env[TEST_OWNER] = str(os.getpid())  # which test run started it: tests/conftest.py stops what its own run left
     env["EVENTFLOW_NATS_PORT"] = str(free_port())
     env["EVENTFLOW_REDIS_PORT"] = str(free_port())
@@ -98,13 +105,13 @@ def sign_in(api: Any, email: str, password: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def detached(env: dict[str, str]) -> Iterator[dict[str, str]]:
+def detached(env: dict[str, str]) -> Iterator[str]:
     """`make up` for a test: the system started in the background, and always stopped after (a start that failed
-    halfway too: what it left running would slow every later test)."""
+    halfway too: what it left running would slow every later test). Yields what the start printed."""
     try:
         started = cli(env, "--detach")
         assert started.returncode == 0, started.stdout + started.stderr
-        yield env
+        yield started.stdout
     finally:
         cli(env, "--down")
 

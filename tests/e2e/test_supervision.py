@@ -99,7 +99,8 @@ def create_event(env: dict[str, str], token: str) -> str:
 
 @pytest.fixture
 def system(tmp_path: Path) -> Iterator[dict[str, str]]:
-    with detached(system_env(tmp_path / "var", EVENTFLOW_SERVICES="users,events")) as env:
+    env = system_env(tmp_path / "var", EVENTFLOW_SERVICES="users,events")
+    with detached(env):
         yield env
 
 

@@ -26,6 +26,7 @@ from tests.e2e.system import (
     admin_credentials,
     bearer,
     cli,
+    detached,
     pid_running,
     sign_in,
     state,
@@ -43,12 +44,8 @@ HAS_RESERVATIONS = (ROOT / "services" / "reservations" / "main.py").exists()
 def running(tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
     """The whole system, started as `make up` does: (its environment, what the start printed)."""
     env = system_env(tmp_path / "var")
-    try:
-        started = cli(env, "--detach")
-        assert started.returncode == 0, started.stdout + started.stderr
-        yield env, started.stdout
-    finally:
-        cli(env, "--down")
+    with detached(env) as printed:
+        yield env, printed
 
 
 def all_pids(env: dict[str, str]) -> list[int]:

@@ -86,6 +86,11 @@ def gateway_trusting_idp(settings: Settings, events_url: str, idp_url: str, **ov
     return GatewaySettings(**{**values, **overrides})
 
 
+def trusting_the_idp() -> list[TrustedIssuer]:
+    """The test identity provider, its public key given (no key server)."""
+    return [TrustedIssuer(ISS, AUD, StaticKeys({"keys": [IDP.as_dict(private=False)]}))]
+
+
 def claims(sub: str | None = None) -> dict[str, Any]:
     return {"iss": ISS, "aud": AUD, "sub": sub or uuid.uuid4().hex, "exp": int(time.time()) + 300}
 
@@ -106,7 +111,7 @@ def limits(
 ) -> RateLimits:
     """Bursts as given, refilled at a rate too slow to matter within a test; each limiter its own key prefix."""
     prefix = uuid.uuid4().hex
-    verifier = CountingVerifier([TrustedIssuer(ISS, AUD, StaticKeys({"keys": [IDP.as_dict(private=False)]}))])
+    verifier = CountingVerifier(trusting_the_idp())
     return RateLimits(
         RateLimiter(redis, 0.001, anonymous, prefix=f"{prefix}:ip"),
         RateLimiter(redis, 0.001, account, prefix=f"{prefix}:acct"),
@@ -120,7 +125,7 @@ async def test_the_gateways_buckets_share_one_pause_so_a_signed_in_call_asks_a_f
     """A signed-in call is counted by address, then by account: with Redis hung each would cost the socket
     timeout."""
     redis = CountingRedis(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
-    verifier = TokenVerifier([TrustedIssuer(ISS, AUD, StaticKeys({"keys": [IDP.as_dict(private=False)]}))])
+    verifier = TokenVerifier(trusting_the_idp())
     buckets = rate_limits(redis, GatewaySettings(rate_limit_per_s=5, rate_limit_account_per_s=5), verifier)
     try:
         decision = await buckets.take(token(IDP), "10.0.0.1")
